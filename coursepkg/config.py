@@ -1,0 +1,169 @@
+"""Where the course runs and how much work it does there.
+
+Two things are decided here and nowhere else:
+
+* :func:`device` -- CUDA when present, else Apple's MPS, else the CPU;
+* :func:`profile` -- the *budget profile*.  ``quick`` (default on a CPU) is sized so that
+  the whole book runs on a two-core laptop in minutes and still shows every effect a
+  chapter claims; ``full`` (default on CUDA) uses the whole dataset and the budgets the
+  papers use.  The environment variable ``COURSEPKG_PROFILE`` overrides the default.
+
+Every budget -- training subset, epochs, attack steps, evaluation subset -- is a field of
+:class:`Profile`.  A chapter never writes a number of epochs or steps in its own code: it
+reads ``profile().<field>``, so the same notebook is a fast lab on a laptop and a faithful
+replication on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+PROFILE_ENV = "COURSEPKG_PROFILE"
+DEVICE_ENV = "COURSEPKG_DEVICE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The budgets of one profile.  All fields are plain numbers so they key the zoo's cache."""
+
+    name: str
+    # --- standard training -------------------------------------------------------------
+    train_subset: int | None  #: training examples used (``None``: the whole training set)
+    epochs: int  #: epochs of standard training
+    batch_size: int  #: mini-batch size for every training loop
+    lr: float  #: Adam learning rate of standard training
+    # --- adversarial training (chapter 2) ----------------------------------------------
+    adv_epochs: int  #: epochs of every adversarial-training recipe
+    adv_train_steps: int  #: PGD steps used to *train* (Madry et al. use 40 on MNIST)
+    # --- evaluation -----------------------------------------------------------------------
+    eval_subset: int  #: test examples every attack is evaluated on
+    pgd_steps: int  #: steps of the yardstick PGD attack (PGD-20 in the course's tables)
+    pgd_restarts: int  #: random restarts of the yardstick PGD attack
+    strong_pgd_steps: int  #: steps of the strongest PGD the course runs (adaptive evaluations)
+    strong_pgd_restarts: int  #: restarts of that strongest PGD
+    cw_steps: int  #: optimisation steps per constant of Carlini-Wagner L2
+    cw_search_steps: int  #: binary-search steps over Carlini-Wagner's constant c
+    spsa_iters: int  #: iterations of SPSA
+    spsa_samples: int  #: perturbation samples per SPSA iteration (batched)
+    eot_samples: int  #: samples of the randomness averaged by EOT
+    # --- black-box substitute attack -------------------------------------------------------
+    substitute_seed_size: int  #: initial examples the attacker owns
+    substitute_rounds: int  #: rounds of Jacobian-based dataset augmentation
+    substitute_epochs: int  #: epochs of substitute training per round
+    # --- purification (chapter 3) ---------------------------------------------------------------
+    pixelcnn_train_subset: int | None  #: training images of the PixelCNN
+    pixelcnn_epochs: int  #: epochs of PixelCNN training
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some budgets changed (handy in exercises: ``profile().replace(epochs=1)``)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+QUICK = Profile(
+    name="quick",
+    train_subset=20_000,
+    epochs=4,
+    batch_size=128,
+    lr=2e-3,
+    adv_epochs=8,
+    adv_train_steps=5,
+    eval_subset=500,
+    pgd_steps=20,
+    pgd_restarts=2,
+    strong_pgd_steps=100,
+    strong_pgd_restarts=5,
+    cw_steps=100,
+    cw_search_steps=6,
+    spsa_iters=40,
+    spsa_samples=64,
+    eot_samples=10,
+    substitute_seed_size=150,
+    substitute_rounds=4,
+    substitute_epochs=10,
+    pixelcnn_train_subset=10_000,
+    pixelcnn_epochs=2,
+)
+
+FULL = Profile(
+    name="full",
+    train_subset=None,
+    epochs=20,
+    batch_size=128,
+    lr=1e-3,
+    adv_epochs=40,
+    adv_train_steps=40,
+    eval_subset=10_000,
+    pgd_steps=20,
+    pgd_restarts=10,
+    strong_pgd_steps=500,
+    strong_pgd_restarts=20,
+    cw_steps=1000,
+    cw_search_steps=9,
+    spsa_iters=100,
+    spsa_samples=256,
+    eot_samples=40,
+    substitute_seed_size=150,
+    substitute_rounds=6,
+    substitute_epochs=10,
+    pixelcnn_train_subset=None,
+    pixelcnn_epochs=20,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (QUICK, FULL)}
+
+
+def device() -> torch.device:
+    """The device the course computes on: CUDA, else Apple MPS, else CPU.
+
+    ``COURSEPKG_DEVICE=cpu`` (or ``cuda``, ``cuda:1``, ``mps``) forces a choice.
+    """
+    forced = os.environ.get(DEVICE_ENV, "").strip()
+    if forced:
+        try:
+            return torch.device(forced)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{DEVICE_ENV}={forced!r} is not a device torch knows; use cpu, cuda or mps"
+            ) from err
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_profile_name() -> str:
+    """``full`` on CUDA, ``quick`` everywhere else, unless ``COURSEPKG_PROFILE`` says otherwise."""
+    name = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if name:
+        return name
+    return "full" if device().type == "cuda" else "quick"
+
+
+def profile(name: str | Profile | None = None) -> Profile:
+    """The budget profile called ``name`` (default: :func:`default_profile_name`)."""
+    if isinstance(name, Profile):
+        return name
+    name = default_profile_name() if name is None else str(name).strip().lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"unknown profile {name!r}: choose one of {sorted(PROFILES)} "
+            f"(or unset {PROFILE_ENV})"
+        )
+    return PROFILES[name]
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed torch's global generators (CPU and CUDA) and return a fresh CPU generator."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,1 @@
+"""Recipes of the chapter "Data augmentation" (adversarial training, logit pairing, TRADES)."""

@@ -1,0 +1,1 @@
+"""Recipes of the chapter "Purification" (the PixelCNN of PixelDefend)."""

@@ -1,0 +1,235 @@
+"""The model zoo: train each recipe once, cache it, load it everywhere.
+
+``get(recipe, dataset=..., profile=...)`` returns a trained model in eval mode: loaded when
+a checkpoint exists, else trained and saved.  A checkpoint is keyed by the recipe and its
+*whole* configuration -- dataset, profile budgets, hyperparameters, seed and the package's
+version -- so changing any of them trains a new model instead of returning a stale one.
+
+Checkpoints are written atomically (a temporary file, then a rename) under the cache
+directory, ``$COURSEPKG_CACHE`` or else the user's cache directory
+(``~/.cache/coursepkg``).  They are read with ``torch.load(..., weights_only=True)``, which
+unpickles tensors and plain containers only; a truncated or corrupt file is reported and
+retrained, never a crash.  So every notebook runs alone, in any order.
+
+A *recipe* (:class:`Recipe`) is two functions: ``build(info, **hp)`` makes the untrained
+module and ``fit(model, info, profile, device, **hp)`` trains it in place (typically one
+call to :func:`coursepkg.train.train` with the recipe's loss) and may return a dict of
+JSON-like facts to store beside the weights.  Chapters register theirs with
+:func:`register`; the modules listed in ``RECIPE_MODULES`` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import Profile, seed_everything
+from .config import device as default_device
+from .config import profile as get_profile
+from .data import DatasetInfo, dataset_info
+
+CACHE_ENV = "COURSEPKG_CACHE"
+
+#: Modules that register recipes when imported (one per chapter that trains models).
+RECIPE_MODULES = (
+    "coursepkg.recipes.standard",
+    "coursepkg.recipes.augmentation",
+    "coursepkg.recipes.purification",
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and train one kind of model."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    fit: Callable[..., dict | None]
+    defaults: dict = field(default_factory=dict)
+    description: str = ""
+
+
+_RECIPES: dict[str, Recipe] = {}
+_loaded_modules = False
+
+
+def register(name: str, *, build: Callable[..., nn.Module], defaults: dict | None = None,
+             description: str = "") -> Callable:
+    """Decorator that registers ``fit`` as recipe ``name``::
+
+        @register("standard", build=lambda info, **hp: SmallCNN(info, **hp))
+        def fit_standard(model, info, profile, device, **hp): ...
+    """
+
+    def decorator(fit: Callable) -> Callable:
+        _RECIPES[name] = Recipe(name, build, fit, dict(defaults or {}),
+                                description or (fit.__doc__ or "").strip().split("\n")[0])
+        return fit
+
+    return decorator
+
+
+def _load_recipe_modules() -> None:
+    global _loaded_modules
+    if not _loaded_modules:
+        for module in RECIPE_MODULES:
+            importlib.import_module(module)
+        _loaded_modules = True
+
+
+def recipes() -> dict[str, Recipe]:
+    """Every registered recipe, by name."""
+    _load_recipe_modules()
+    return dict(_RECIPES)
+
+
+def recipe(name: str) -> Recipe:
+    known = recipes()
+    if name not in known:
+        raise ValueError(f"unknown recipe {name!r}: choose one of {sorted(known)}")
+    return known[name]
+
+
+# --------------------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """The course's cache directory (created if needed, checked writable)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        path = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+        path = Path(base) / "coursepkg"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise PermissionError(
+            f"the course's cache directory {path} is not writable ({err.strerror}); "
+            f"set {CACHE_ENV} to a directory you can write to"
+        ) from err
+    return path
+
+
+def configuration(name: str, dataset: str | DatasetInfo = "fashion-mnist",
+                  profile: str | Profile | None = None, seed: int = 0, **hyperparameters) -> dict:
+    """The full configuration that keys a checkpoint (JSON-serialisable)."""
+    rec = recipe(name)
+    info = dataset_info(dataset) if not isinstance(dataset, DatasetInfo) else dataset
+    prof = get_profile(profile)
+    unknown = set(hyperparameters) - set(rec.defaults)
+    if unknown:
+        raise ValueError(
+            f"recipe {name!r} has no hyperparameter(s) {sorted(unknown)}; "
+            f"it takes {sorted(rec.defaults)}"
+        )
+    hp = {**rec.defaults, **hyperparameters}
+    return {"recipe": name, "dataset": info.name, "profile": prof.as_dict(),
+            "hyperparameters": hp, "seed": int(seed), "version": __version__}
+
+
+def checkpoint_path(config: dict) -> Path:
+    """Where the checkpoint of ``config`` lives: ``<cache>/models/<recipe>-<dataset>-<profile>-<hash>.pt``."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    name = f"{config['recipe']}-{config['dataset']}-{config['profile']['name']}-{digest}.pt"
+    return cache_dir() / "models" / name
+
+
+def save_checkpoint(model: nn.Module, path: Path, config: dict, facts: dict | None = None) -> None:
+    """Write ``model``'s weights, its configuration and facts atomically to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": json.dumps(config, sort_keys=True, default=str),
+        "facts": json.dumps(facts or {}, sort_keys=True, default=str),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint could not be read or does not fit its model."""
+
+
+def load_checkpoint(model: nn.Module, path: Path, config: dict) -> dict:
+    """Load weights into ``model``; return the stored facts.  Raises CorruptCheckpointError."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        stored = json.loads(payload["config"])
+        facts = json.loads(payload["facts"])
+        if stored != json.loads(json.dumps(config, sort_keys=True, default=str)):
+            raise ValueError("the stored configuration differs from the requested one")
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # pickle errors, truncation, missing keys, shape mismatch ...
+        raise CorruptCheckpointError(f"{path}: {type(err).__name__}: {err}") from err
+    return facts
+
+
+def get(name: str, dataset: str | DatasetInfo = "fashion-mnist", profile: str | Profile | None = None,
+        *, seed: int = 0, device: torch.device | str | None = None, retrain: bool = False,
+        **hyperparameters) -> nn.Module:
+    """A trained model of recipe ``name`` in eval mode, on ``device`` (default: :func:`config.device`).
+
+    Loaded from the cache when present, else trained with the profile's budgets and saved.
+    ``model.zoo_facts`` holds what the recipe recorded while training (its training time,
+    for instance) and ``model.zoo_config`` the configuration that keys it.
+    """
+    config = configuration(name, dataset, profile, seed, **hyperparameters)
+    rec = recipe(name)
+    info = dataset_info(config["dataset"])
+    prof = get_profile(profile)
+    dev = torch.device(device) if device is not None else default_device()
+    path = checkpoint_path(config)
+    hp = config["hyperparameters"]
+
+    seed_everything(seed)
+    model = rec.build(info, **hp)
+    facts = None
+    if path.exists() and not retrain:
+        try:
+            facts = load_checkpoint(model, path, config)
+        except CorruptCheckpointError as err:
+            warnings.warn(f"zoo: checkpoint unreadable, retraining ({err})", RuntimeWarning, stacklevel=2)
+            seed_everything(seed)
+            model = rec.build(info, **hp)
+    if facts is None:
+        start = time.perf_counter()
+        model.to(dev)
+        facts = dict(rec.fit(model, info, prof, dev, seed=seed, **hp) or {})
+        facts.setdefault("train_seconds", time.perf_counter() - start)
+        facts.setdefault("device", str(dev))
+        save_checkpoint(model, path, config, facts)
+    model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.zoo_facts = facts
+    model.zoo_config = config
+    return model
+
+
+def cached(name: str, dataset: str | DatasetInfo = "fashion-mnist", profile: str | Profile | None = None,
+           *, seed: int = 0, **hyperparameters) -> bool:
+    """Whether ``get`` would load rather than train."""
+    return checkpoint_path(configuration(name, dataset, profile, seed, **hyperparameters)).exists()
