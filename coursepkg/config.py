@@ -41,6 +41,7 @@ class Profile:
     adv_train_steps: int  #: PGD steps used to *train* (Madry et al. use 40 on MNIST)
     # --- evaluation -----------------------------------------------------------------------
     eval_subset: int  #: test examples every attack is evaluated on
+    expensive_eval_subset: int  #: test examples for the slow attacks (C&W, JSMA, DeepFool, SPSA)
     pgd_steps: int  #: steps of the yardstick PGD attack (PGD-20 in the course's tables)
     pgd_restarts: int  #: random restarts of the yardstick PGD attack
     strong_pgd_steps: int  #: steps of the strongest PGD the course runs (adaptive evaluations)
@@ -75,6 +76,7 @@ QUICK = Profile(
     adv_epochs=8,
     adv_train_steps=5,
     eval_subset=500,
+    expensive_eval_subset=100,
     pgd_steps=20,
     pgd_restarts=2,
     strong_pgd_steps=100,
@@ -100,6 +102,7 @@ FULL = Profile(
     adv_epochs=40,
     adv_train_steps=40,
     eval_subset=10_000,
+    expensive_eval_subset=1_000,
     pgd_steps=20,
     pgd_restarts=10,
     strong_pgd_steps=500,

@@ -1,0 +1,77 @@
+"""coursepkg.config: the device, the profiles, and every budget living in a profile."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from coursepkg import config
+
+
+def test_profile_names_and_env_override(monkeypatch):
+    monkeypatch.setenv(config.PROFILE_ENV, "full")
+    assert config.profile().name == "full"
+    monkeypatch.setenv(config.PROFILE_ENV, " Quick ")
+    assert config.profile().name == "quick"
+    assert config.profile("full") is config.FULL
+    assert config.profile(config.QUICK) is config.QUICK
+
+
+def test_default_profile_follows_the_device(monkeypatch):
+    monkeypatch.delenv(config.PROFILE_ENV, raising=False)
+    monkeypatch.setenv(config.DEVICE_ENV, "cpu")
+    assert config.profile().name == "quick"
+    monkeypatch.setattr(config, "device", lambda: torch.device("cuda"))
+    assert config.default_profile_name() == "full"
+
+
+def test_bad_profile_name_is_one_clear_line(monkeypatch):
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*quick") as err:
+        config.profile("fast")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv(config.PROFILE_ENV, "turbo")
+    with pytest.raises(ValueError, match="unset COURSEPKG_PROFILE"):
+        config.profile()
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.setenv(config.DEVICE_ENV, "cpu")
+    assert config.device() == torch.device("cpu")
+    monkeypatch.setenv(config.DEVICE_ENV, "toaster")
+    with pytest.raises(ValueError, match="COURSEPKG_DEVICE"):
+        config.device()
+    monkeypatch.delenv(config.DEVICE_ENV)
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected:
+        assert config.device().type == "cuda"
+    else:
+        assert config.device().type in {"cpu", "mps"}
+
+
+def test_profiles_share_fields_and_full_is_never_cheaper():
+    quick, full = config.QUICK.as_dict(), config.FULL.as_dict()
+    assert quick.keys() == full.keys()
+    for name, value in quick.items():
+        if name == "name" or isinstance(value, float):
+            continue
+        if value is None:  # None means "everything": quick must not use everything where full does not
+            assert full[name] is None, name
+        elif full[name] is not None:
+            assert full[name] >= value, f"full profile's {name} is smaller than quick's"
+    assert config.FULL.train_subset is None  # the full profile trains on the whole dataset
+
+
+def test_profiles_are_frozen_and_replaceable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.QUICK.epochs = 100
+    assert config.QUICK.replace(epochs=1).epochs == 1
+    assert config.QUICK.epochs != 1 or config.QUICK.replace(epochs=2).epochs == 2
+
+
+def test_seed_everything_repeats():
+    config.seed_everything(5)
+    a = torch.rand(3)
+    config.seed_everything(5)
+    assert torch.equal(a, torch.rand(3))
