@@ -37,6 +37,7 @@ class Profile:
     batch_size: int  #: mini-batch size for every training loop
     lr: float  #: Adam learning rate of standard training
     # --- adversarial training (chapter 2) ----------------------------------------------
+    adv_train_subset: int | None  #: training examples of every adversarial-training recipe (``None``: all)
     adv_epochs: int  #: epochs of every adversarial-training recipe
     adv_train_steps: int  #: PGD steps used to *train* (Madry et al. use 40 on MNIST)
     # --- evaluation -----------------------------------------------------------------------
@@ -58,6 +59,7 @@ class Profile:
     # --- purification (chapter 3) ---------------------------------------------------------------
     pixelcnn_train_subset: int | None  #: training images of the PixelCNN
     pixelcnn_epochs: int  #: epochs of PixelCNN training
+    pixeldefend_eval_subset: int  #: test examples PixelDefend is evaluated on (one PixelCNN pass per pixel)
 
     def replace(self, **changes) -> "Profile":
         """A copy with some budgets changed (handy in exercises: ``profile().replace(epochs=1)``)."""
@@ -73,6 +75,7 @@ QUICK = Profile(
     epochs=4,
     batch_size=128,
     lr=2e-3,
+    adv_train_subset=10_000,
     adv_epochs=8,
     adv_train_steps=5,
     eval_subset=500,
@@ -91,6 +94,7 @@ QUICK = Profile(
     substitute_epochs=10,
     pixelcnn_train_subset=10_000,
     pixelcnn_epochs=2,
+    pixeldefend_eval_subset=50,
 )
 
 FULL = Profile(
@@ -99,6 +103,7 @@ FULL = Profile(
     epochs=20,
     batch_size=128,
     lr=1e-3,
+    adv_train_subset=None,
     adv_epochs=40,
     adv_train_steps=40,
     eval_subset=10_000,
@@ -117,6 +122,7 @@ FULL = Profile(
     substitute_epochs=10,
     pixelcnn_train_subset=None,
     pixelcnn_epochs=20,
+    pixeldefend_eval_subset=500,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QUICK, FULL)}

@@ -67,7 +67,9 @@ _loaded_modules = False
 
 def register(name: str, *, build: Callable[..., nn.Module], defaults: dict | None = None,
              description: str = "") -> Callable:
-    """Decorator that registers ``fit`` as recipe ``name``::
+    """Decorator that registers ``fit`` as recipe ``name``.
+
+    For example::
 
         @register("standard", build=lambda info, **hp: SmallCNN(info, **hp))
         def fit_standard(model, info, profile, device, **hp): ...
@@ -190,7 +192,7 @@ def load_checkpoint(model: nn.Module, path: Path, config: dict) -> dict:
 def get(name: str, dataset: str | DatasetInfo = "fashion-mnist", profile: str | Profile | None = None,
         *, seed: int = 0, device: torch.device | str | None = None, retrain: bool = False,
         **hyperparameters) -> nn.Module:
-    """A trained model of recipe ``name`` in eval mode, on ``device`` (default: :func:`config.device`).
+    """A trained model of recipe ``name`` in eval mode, on ``device`` (default: :func:`coursepkg.config.device`).
 
     Loaded from the cache when present, else trained with the profile's budgets and saved.
     ``model.zoo_facts`` holds what the recipe recorded while training (its training time,

@@ -1,1 +1,124 @@
-"""Recipes of the chapter "Data augmentation" (adversarial training, logit pairing, TRADES)."""
+"""Recipes of the chapter "Data augmentation" (adversarial training, logit pairing, TRADES).
+
+Every recipe trains the zoo's architecture (:func:`coursepkg.models.classifier_for`, width
+16) with one loss of :mod:`coursepkg.defences.augmentation` at the dataset's standard
+budget ``info.eps``, on the profile's ``adv_train_subset`` for ``adv_epochs`` epochs, with
+``adv_train_steps`` attack steps where the attack iterates.  Nothing else sets a budget.
+
+==========================  ===========================================  ================
+recipe                      loss                                         paper
+==========================  ===========================================  ================
+``fgsm_training``           :func:`~.fgsm_training` (half clean)          Goodfellow 2015
+``rfgsm_training``          :func:`~.rfgsm_training` (half clean)         Tramèr 2018
+``fast_fgsm_training``      :func:`~.fast_fgsm_training`                  Wong 2020
+``pgd_training``            :func:`~.pgd_training`                        Madry 2018
+``logit_pairing``           :func:`~.logit_pairing` (ALP)                 Kannan 2018
+``trades``                  :func:`~.trades`                              Zhang 2019
+==========================  ===========================================  ================
+
+Each stores its training log and time in ``model.zoo_facts`` (``seconds``: the training
+loop alone; the zoo adds ``train_seconds``, data loading included).  The single-step
+recipes also record, after every epoch, the accuracy of the model under FGSM and under
+PGD on a few test images (``monitor``), the trace that shows catastrophic overfitting
+(Wong et al. 2020) when it happens; nothing is selected on it.
+"""
+
+from __future__ import annotations
+
+from ..data import load_dataset, subset
+from ..defences import augmentation as losses
+from ..models import classifier_for
+from ..train import train
+from ..zoo import register
+
+#: test images on which the single-step recipes trace their robustness after every epoch
+MONITOR_SIZE = 200
+_MONITOR_SEED = 1  # another permutation than the evaluation subset's (seed 0)
+
+
+def _build(info, *, width=16, **_):
+    return classifier_for(info, width=width)
+
+
+def adversarial_training_data(info, profile, seed: int = 0):
+    """The profile's adversarial-training subset (the first ``adv_train_subset`` of the
+    same fixed permutation that gives standard training its subset)."""
+    x, y = load_dataset(info.name, "train")
+    return subset(x, y, profile.adv_train_subset, seed=seed)
+
+
+def robustness_monitor(info, profile, record: list):
+    """An ``on_epoch_end`` callback appending clean, FGSM and PGD accuracy on ``MONITOR_SIZE`` test images."""
+    from ..attacks import fgsm, pgd
+    from ..train import predict
+
+    x, y = subset(*load_dataset(info.name, "test"), MONITOR_SIZE, seed=_MONITOR_SEED)
+
+    def monitor(epoch, model):
+        def acc(images):
+            return float((predict(model, images) == y).float().mean())
+
+        dev = next(model.parameters()).device
+        xd, yd = x.to(dev), y.to(dev)
+        record.append({
+            "epoch": epoch + 1,
+            "clean": acc(x),
+            "fgsm": acc(fgsm(model, xd, yd, eps=info.eps).cpu()),
+            "pgd": acc(pgd(model, xd, yd, eps=info.eps, steps=profile.pgd_steps).cpu()),
+        })
+
+    return monitor
+
+
+def _fit(model, info, profile, device, loss, *, seed, desc, monitor=False):
+    x, y = adversarial_training_data(info, profile, seed)
+    record: list = []
+    log = train(model, x, y, loss, epochs=profile.adv_epochs, batch_size=profile.batch_size,
+                lr=profile.lr, seed=seed, device=device, desc=f"{desc} {info.name}",
+                on_epoch_end=robustness_monitor(info, profile, record) if monitor else None)
+    facts = log.as_dict()
+    if monitor:
+        facts["monitor"] = record
+    return facts
+
+
+@register("fgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5})
+def fit_fgsm_training(model, info, profile, device, *, seed=0, clean_weight=0.5, **_):
+    """FGSM adversarial training (Goodfellow et al. 2015): half clean, half FGSM examples."""
+    loss = losses.fgsm_training(info.eps, clean_weight=clean_weight)
+    return _fit(model, info, profile, device, loss, seed=seed, desc="FGSM training", monitor=True)
+
+
+@register("rfgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5})
+def fit_rfgsm_training(model, info, profile, device, *, seed=0, clean_weight=0.5, **_):
+    """R+FGSM adversarial training (Tramèr et al. 2018): a random step before FGSM."""
+    loss = losses.rfgsm_training(info.eps, clean_weight=clean_weight)
+    return _fit(model, info, profile, device, loss, seed=seed, desc="R+FGSM training", monitor=True)
+
+
+@register("fast_fgsm_training", build=_build, defaults={"width": 16})
+def fit_fast_fgsm_training(model, info, profile, device, *, seed=0, **_):
+    """"Fast" adversarial training (Wong et al. 2020): FGSM of 1.25 eps from a uniform random start."""
+    loss = losses.fast_fgsm_training(info.eps)
+    return _fit(model, info, profile, device, loss, seed=seed, desc="fast FGSM training", monitor=True)
+
+
+@register("pgd_training", build=_build, defaults={"width": 16})
+def fit_pgd_training(model, info, profile, device, *, seed=0, **_):
+    """PGD adversarial training (Madry et al. 2018): the positive control of the course."""
+    loss = losses.pgd_training(info.eps, steps=profile.adv_train_steps)
+    return _fit(model, info, profile, device, loss, seed=seed, desc="PGD training")
+
+
+@register("logit_pairing", build=_build, defaults={"width": 16, "pairing_weight": 0.5})
+def fit_logit_pairing(model, info, profile, device, *, seed=0, pairing_weight=0.5, **_):
+    """Adversarial logit pairing (Kannan et al. 2018): mixed PGD training plus a logit-pairing penalty."""
+    loss = losses.logit_pairing(info.eps, steps=profile.adv_train_steps, pairing_weight=pairing_weight)
+    return _fit(model, info, profile, device, loss, seed=seed, desc="logit pairing")
+
+
+@register("trades", build=_build, defaults={"width": 16, "beta": 6.0})
+def fit_trades(model, info, profile, device, *, seed=0, beta=6.0, **_):
+    """TRADES (Zhang et al. 2019): clean cross-entropy plus beta times the worst-case KL."""
+    loss = losses.trades(info.eps, steps=profile.adv_train_steps, beta=beta)
+    return _fit(model, info, profile, device, loss, seed=seed, desc="TRADES")

@@ -1,0 +1,126 @@
+"""Adaptive attacks change the model an attack sees, never the attack.
+
+Athalye, Carlini and Wagner (2018) circumvented most of the defences of ICLR 2018 with two
+ideas, both written here as ``torch.nn.Module`` wrappers.  Every attack of
+:mod:`coursepkg.attacks` runs through them unchanged.
+
+* :class:`BPDA` -- *Backward Pass Differentiable Approximation* (their section 4.1).  The
+  forward pass runs the real, non-differentiable step ``g`` (a purifier, say); the backward
+  pass uses the gradient of a differentiable ``h`` with ``h(x) ~ g(x)`` -- by default the
+  identity, ``h(x) = x``, which fits any purifier built to change its input little.
+* :class:`EOT` -- *Expectation over Transformation* (their section 4.2, after Athalye et al.
+  2018, "Synthesizing robust adversarial examples").  A randomised model is replaced by its
+  average over ``samples`` draws of its randomness, so a gradient attack follows
+  ``E_t[grad f(t(x))]`` instead of the gradient of one draw.  The draws run as one batch.
+
+For a random purifier in front of a classifier the two combine:
+``EOT(Purified(BPDA(purifier), classifier), samples)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _ForwardValueBackwardSurrogate(torch.autograd.Function):
+    """Returns ``value`` exactly; passes the incoming gradient to ``surrogate`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, surrogate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output, None
+
+
+class BPDA(nn.Module):
+    """Backward Pass Differentiable Approximation (Athalye et al. 2018, section 4.1).
+
+    ``BPDA(transform, approximation=None)`` is a module whose forward pass returns
+    ``transform(x)`` -- bit for bit, computed without autograd -- and whose backward pass
+    is the vector-Jacobian product of ``approximation`` at ``x``: the identity when
+    ``approximation`` is None (the gradient then passes straight through, so an attack gets
+    the classifier's gradient *at the transformed point*), or any differentiable module of
+    the same output shape.
+
+    >>> defended = Purified(BPDA(JPEG(75)), classifier)   # doctest: +SKIP
+    >>> x_adv = pgd(defended, x, y, eps=0.1)               # doctest: +SKIP
+    """
+
+    def __init__(self, transform: nn.Module, approximation: nn.Module | None = None):
+        super().__init__()
+        if not isinstance(transform, nn.Module):
+            raise TypeError(f"transform must be a torch.nn.Module, got {type(transform).__name__}")
+        if approximation is not None and not isinstance(approximation, nn.Module):
+            raise TypeError("approximation must be a torch.nn.Module (or None for the identity)")
+        self.transform = transform
+        self.approximation = approximation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            value = self.transform(x.detach())
+        surrogate = x if self.approximation is None else self.approximation(x)
+        if surrogate.shape != value.shape:
+            raise ValueError(
+                f"the approximation's output has shape {tuple(surrogate.shape)} but the transform's has "
+                f"{tuple(value.shape)}; BPDA needs the same shape"
+            )
+        return _ForwardValueBackwardSurrogate.apply(surrogate, value.to(surrogate.dtype))
+
+
+AVERAGES = ("logits", "probabilities")
+
+
+class EOT(nn.Module):
+    """Expectation over Transformation (Athalye et al. 2018, section 4.2): average over the randomness.
+
+    ``EOT(model, samples)(x)`` evaluates the randomised ``model`` on ``samples`` copies of
+    the batch in *one* forward pass (``x`` repeated, not a Python loop) and averages:
+
+    * ``average="logits"`` (default): ``(1/n) sum_k f_k(x)`` -- the mean logits, whose
+      gradient is the mean of the draws' gradients, ``E_t[grad f(t(x))]`` estimated from n
+      draws;
+    * ``average="probabilities"``: ``log((1/n) sum_k softmax(f_k(x)))`` -- logits whose
+      softmax is the expected prediction of the randomised model.
+
+    ``max_batch`` (optional) caps how many rows one forward pass holds; the repeated batch is
+    then cut into chunks of at most that size (still batched, for memory only).  For a
+    deterministic model EOT changes nothing but the cost.
+    """
+
+    def __init__(self, model: nn.Module, samples: int, *, average: str = "logits",
+                 max_batch: int | None = None):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(samples, bool) or int(samples) != samples or int(samples) < 1:
+            raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        if average not in AVERAGES:
+            raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+        if max_batch is not None and int(max_batch) < 1:
+            raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+        self.model = model
+        self.samples = int(samples)
+        self.average = average
+        self.max_batch = None if max_batch is None else int(max_batch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, batch = self.samples, len(x)
+        repeated = x.repeat(n, *([1] * (x.dim() - 1)))  # draw k is rows k*batch .. (k+1)*batch - 1
+        if self.max_batch is None or len(repeated) <= self.max_batch:
+            out = self.model(repeated)
+        else:
+            out = torch.cat([self.model(repeated[i:i + self.max_batch])
+                             for i in range(0, len(repeated), self.max_batch)])
+        out = out.view(n, batch, *out.shape[1:])
+        if self.average == "logits":
+            return out.mean(0)
+        return torch.logsumexp(F.log_softmax(out, dim=-1), dim=0) - math.log(n)
+
+    def extra_repr(self) -> str:
+        return f"samples={self.samples}, average={self.average!r}"
