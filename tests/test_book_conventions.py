@@ -9,7 +9,8 @@ name.  The rules, where CONTRIBUTING.md leaves a choice:
   tagged ``solution``; one solution at least is a code cell that uses ``coursepkg``.
 * **At a glance.**  Defence chapters (2 and later) open -- before their first ``##``
   section -- with the ``At a glance`` admonition and its five labels.  Chapter 1 has no defence,
-  so it may instead open with an admonition whose title starts ``Threat model``.
+  so it only has to open with its threat model: an ``At a glance`` box with a
+  ``**Threat model.**`` label, or an admonition whose title starts ``Threat model``.
 * **Widgets.**  A code cell that uses ipywidgets (directly, or through an ``*_explorer`` of
   ``coursepkg.plots``) needs the "Launch this notebook" line in the notebook and a static figure
   (a code cell drawing with matplotlib or a ``show_*``/``plot_*``/``*_strip`` function of
@@ -267,9 +268,10 @@ def test_chapter_opens_with_title_and_at_a_glance(path):
         f"{path}: the first markdown cell starts with the title `# {number}. ...`"
     head = opening(nb)
     glance = re.search(r"```\{admonition\} At a glance\n(.*?)```", head, re.DOTALL)
-    if number == 1 and not glance:
-        assert re.search(r"\{admonition\}\s*Threat model", head), \
-            f"{path}: chapter 1 opens with an `At a glance` or a `Threat model` admonition"
+    if number == 1:  # no defence yet: the threat model is what the chapter must state
+        assert (glance and "**Threat model.**" in glance.group(1)) or \
+            re.search(r"\{admonition\}\s*Threat model", head), \
+            f"{path}: chapter 1 opens with its threat model (At a glance box or admonition)"
         return
     assert glance, f"{path}: open with the `At a glance` admonition before the first section"
     body = glance.group(1)

@@ -11,16 +11,18 @@ Every attack here
   ``requires_grad`` are restored and no ``.grad`` is left on a parameter;
 * rejects bad input with a one-line error naming the parameter.
 
-| attack | norm | paper |
-|---|---|---|
-| :func:`fgsm` | L∞ | Goodfellow et al. 2015 |
-| :func:`rfgsm` | L∞ | Tramèr et al. 2018 |
-| :func:`pgd`, :func:`bim` | L∞ or L2 | Madry et al. 2018; Kurakin et al. 2017 |
-| :func:`cw_l2` | L2 (minimal) | Carlini and Wagner 2017 |
-| :func:`jsma` | L0 | Papernot et al. 2016 |
-| :func:`deepfool` | L2 (minimal) | Moosavi-Dezfooli et al. 2016 |
-| :func:`spsa` | L∞, gradient-free | Uesato et al. 2018 |
-| :mod:`.blackbox` | substitute model | Papernot et al. 2017 |
+========================  =================  ======================================
+attack                    norm               paper
+========================  =================  ======================================
+:func:`fgsm`              L∞                 Goodfellow et al. 2015
+:func:`rfgsm`             L∞                 Tramèr et al. 2018
+:func:`pgd`, :func:`bim`  L∞ or L2           Madry et al. 2018; Kurakin et al. 2017
+:func:`cw_l2`             L2 (minimal)       Carlini and Wagner 2017
+:func:`jsma`              L0                 Papernot et al. 2016
+:func:`deepfool`          L2 (minimal)       Moosavi-Dezfooli et al. 2016
+:func:`spsa`              L∞, gradient-free  Uesato et al. 2018
+:mod:`.blackbox`          substitute model   Papernot et al. 2017
+========================  =================  ======================================
 """
 
 from ._common import attack_loss, attack_mode, margin

@@ -69,7 +69,7 @@ def train_substitute(oracle: nn.Module | Callable, x_seed: torch.Tensor, *, roun
     """Train a substitute of ``oracle`` from the seed images ``x_seed`` (Papernot et al. 2017, Algorithm 1).
 
     Each of ``rounds`` rounds labels the current set with the oracle, trains the substitute
-    on it for ``epochs`` epochs, then doubles the set with :func:`jacobian_augmentation`
+    on it for ``epochs`` epochs, then doubles the set with :func:`~coursepkg.attacks.blackbox.jacobian_augmentation`
     (step ``lam``, its sign flipped every ``tau`` rounds when ``tau`` is given, their
     periodic step size).  ``rounds`` and ``epochs`` default to the profile's
     ``substitute_rounds`` and ``substitute_epochs``.  ``build()`` makes the untrained

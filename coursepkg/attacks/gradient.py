@@ -1,6 +1,6 @@
 """Gradient attacks bounded in an Lp ball: FGSM, R+FGSM, PGD and BIM.
 
-All four maximise a per-example loss (:func:`._common.attack_loss`) of the *true* labels
+All four maximise a per-example loss (:func:`~coursepkg.attacks.attack_loss`) of the *true* labels
 inside ``{x' : ||x' - x||_p <= eps, 0 <= x' <= 1}``.  They differ in how many steps they
 take and where they start.
 """

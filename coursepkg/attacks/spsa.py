@@ -45,7 +45,7 @@ def spsa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, iter
     margin (``"cw"``), as in the paper.  Only forward passes are used, so masked or
     non-differentiable gradients do not stop it.  ``iters`` and ``samples`` default to the
     profile's; the probes of ``samples_per_pass`` samples go through the model in one
-    batch (default: as many as fit in :data:`MAX_IMAGES_PER_PASS` images).  Each example
+    batch (default: as many as fit in ``MAX_IMAGES_PER_PASS`` images).  Each example
     keeps its strongest iterate (misclassified first, else the highest loss).
     """
     check_inputs(x, y, eps=eps)

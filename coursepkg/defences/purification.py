@@ -5,12 +5,14 @@ shape, meant to wash an adversarial perturbation out before the classifier sees 
 :class:`Purified` puts one in front of a classifier and gives one defended model, so every
 attack and every evaluation of the course applies to it unchanged.
 
-| purifier | paper | what autograd sees |
-|---|---|---|
-| :class:`JPEG` | Guo et al. 2018; Dziugaite et al. 2016 | nothing: PIL computes it, the gradient is zero |
-| :class:`BitDepth` | Xu et al. 2018; Guo et al. 2018 | rounding: zero gradient almost everywhere |
-| :class:`TVMinimisation` | Guo et al. 2018 (after Rudin et al. 1992) | a random mask and an iterative solver |
-| :class:`coursepkg.defences.pixelcnn.PixelDefend` | Song et al. 2018 | an argmax: zero gradient |
+================================================  =========================================  ==============================================
+purifier                                          paper                                      what autograd sees
+================================================  =========================================  ==============================================
+:class:`JPEG`                                     Guo et al. 2018; Dziugaite et al. 2016     nothing: PIL computes it, the gradient is zero
+:class:`BitDepth`                                 Xu et al. 2018; Guo et al. 2018            rounding: zero gradient almost everywhere
+:class:`TVMinimisation`                           Guo et al. 2018 (after Rudin et al. 1992)  a random mask and an iterative solver
+:class:`coursepkg.defences.pixelcnn.PixelDefend`  Song et al. 2018                           an argmax: zero gradient
+================================================  =========================================  ==============================================
 
 Image quilting (Guo et al. 2018) is not implemented; the chapter says why.
 The attacks that see through all of them live in :mod:`coursepkg.adaptive`.
