@@ -20,14 +20,14 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 1. Adversarial examples and threat models
 #
-# ```{admonition} At a glance
+# ```{admonition} Threat model of this chapter
 # :class: tip
-# **Threat model.** Fashion-MNIST test images {cite}`xiao2017fashion`, pixels in [0, 1].
+# **Data.** Fashion-MNIST test images {cite}`xiao2017fashion`, pixels in [0, 1].
 # The attacker may move every pixel by at most ε = 0.1 (the L∞ ball, the course's default),
 # or move the whole image by a Euclidean distance of at most ε₂ (the L2 ball), or rewrite a
-# small fraction γ of the pixels (the L0 ball); the values are printed below. The attacker
-# knows everything about the model (white-box) except in the last section, where it sees
-# only the label the model answers (black-box).
+# small fraction γ of the pixels (the L0 ball); the values are printed below.
+# **Knowledge.** Everything about the model (white-box), except in the last section, where
+# the attacker sees only the label the model answers (black-box).
 # **Defence.** None: this chapter builds the undefended baseline that every later chapter
 # starts from, and the attacks every later chapter uses.
 # **Result.** A handful of gradient steps takes the baseline's accuracy to nearly zero
@@ -220,8 +220,9 @@ plots.Table([
 # averaged over many samples, and follows it inside the L∞ ball. It only needs the model's
 # scores, so a defence that breaks back-propagation does not stop it.
 #
-# The cell below runs the L∞ and L2 attacks on the evaluation examples and the slower ones
-# on the first examples of the same set; each result records the clean images it attacked.
+# The cell below runs the L∞ and L2 attacks on the evaluation examples, and the slower ones
+# on the first examples of the same set (SPSA, which needs many thousands of forward passes
+# per image, on fewer still); each result records the clean images it attacked.
 
 # %%
 def run(name, attack, x_clean, y_clean, **kwargs):
@@ -241,7 +242,7 @@ results = {
     "C&W-L2": run("C&W-L2", attacks.cw_l2, x_few, y_few),
     "DeepFool": run("DeepFool", attacks.deepfool, x_few, y_few),
     "JSMA": run("JSMA", attacks.jsma, x_few, y_few, gamma=GAMMA),
-    "SPSA": run("SPSA", attacks.spsa, x_few, y_few, eps=EPS),
+    "SPSA": run("SPSA", attacks.spsa, x[:P.spsa_eval_subset], y[:P.spsa_eval_subset], eps=EPS),
 }
 BUDGET = {"FGSM": f"L∞ ≤ {EPS}", "BIM": f"L∞ ≤ {EPS}", "PGD-L∞": f"L∞ ≤ {EPS}",
           "PGD-L2": f"L2 ≤ {EPS_L2}", "C&W-L2": "L2, smallest", "DeepFool": "L2, smallest",
@@ -275,12 +276,22 @@ rows = {name: summary(name, r) for name, r in results.items()}
 plots.Table(list(rows.values()), caption="Every attack of chapter 1 on the undefended baseline")
 
 # %% [markdown]
-# Every bounded attack stayed inside its ball, and the white-box iterative attacks leave
-# the baseline with almost nothing; PGD-20 at ε = 0.1 is the number later chapters must
-# beat. The single FGSM step is weaker than the many steps of BIM and PGD, as it should be
-# on a model whose gradients are honest. C&W and DeepFool, which look for the smallest
-# change, succeed with perturbations much shorter in L2 than PGD-L2's, which spends its
-# whole budget; and JSMA changes only a few percent of the pixels.
+# What the table shows, each point checked in the next cell:
+#
+# - Every bounded attack stayed inside its ball.
+# - The single FGSM step is weaker than the many steps of BIM and PGD, as it must be on a
+#   model whose gradients are informative.
+# - PGD-20 leaves the baseline with little, but not with nothing: a few percent of the images
+#   survive ε = 0.1, and nearly all of them are trousers (the counts are printed below). A
+#   trouser's two legs and the dark gap between them are far from every other class in pixel
+#   space, and the baseline is very confident about them; at twice the budget, none survives
+#   (the curves further down). This is the honest number later chapters must beat.
+# - C&W and DeepFool, which look for the *smallest* change, succeed with perturbations much
+#   shorter in L2 than PGD-L2's, which spends its whole budget.
+# - JSMA never changes more than the fraction γ of the pixels it is allowed.
+# - SPSA, which never sees a gradient, succeeds on most images but less often than PGD: a
+#   gradient estimated from a budget of forward passes is noisier than the true one. It is a
+#   check for defences that break gradients, not the yardstick.
 
 # %%
 for name in ("FGSM", "BIM", "PGD-L∞", "SPSA"):
@@ -291,9 +302,16 @@ l2 = evaluate.perturbation_norms(x, results["PGD-L2"]["x_adv"])["l2"]
 assert float(l2.max()) <= EPS_L2 + 1e-4, f"PGD-L2 left the L2 ball: {float(l2.max()):.4f}"
 
 pgd_acc = rows["PGD-L∞"]["accuracy"]
-assert pgd_acc < 0.05, f"PGD at eps={EPS} should leave the undefended baseline below 5%, got {pgd_acc:.3f}"
 assert pgd_acc <= rows["FGSM"]["accuracy"] + 0.01, "PGD must not be weaker than FGSM on an honest model"
 assert rows["BIM"]["accuracy"] <= rows["FGSM"]["accuracy"] + 0.01, "BIM must not be weaker than FGSM"
+assert pgd_acc < 0.15, f"PGD at eps={EPS} should leave the undefended baseline little, got {pgd_acc:.3f}"
+
+survivors = evaluate.predictions(model, results["PGD-L∞"]["x_adv"]) == y
+counts = torch.bincount(y[survivors].cpu(), minlength=len(CLASSES))
+print(f"PGD-20 at eps = {EPS}: {int(survivors.sum())} of {len(y)} images survive; by class: "
+      + ", ".join(f"{CLASSES[k]} {int(c)}" for k, c in enumerate(counts) if c))
+trouser = CLASSES.index("Trouser")
+assert counts[trouser] >= 0.5 * counts.sum(), "most images that survive PGD should be trousers"
 
 # C&W finds shorter L2 perturbations than PGD-L2, compared on the examples both fool
 n_few = len(x_few)
@@ -311,8 +329,14 @@ assert float(cw_l2) < 0.8 * float(pgd_l2), "C&W should find clearly shorter L2 p
 jsma_l0 = evaluate.perturbation_norms(x_few, results["JSMA"]["x_adv"])["l0"].float() / N_PIXELS
 assert float(jsma_l0.max()) <= GAMMA + 1.0 / N_PIXELS, f"JSMA changed {float(jsma_l0.max()):.3f} of the pixels"
 assert rows["JSMA"]["success rate"] > 0.5, "JSMA should fool the baseline on most examples"
-for name in ("C&W-L2", "DeepFool", "SPSA"):
+for name in ("C&W-L2", "DeepFool"):
     assert rows[name]["success rate"] > 0.8, f"{name} should fool the undefended baseline almost always"
+assert rows["SPSA"]["success rate"] > 0.4, "SPSA should fool the undefended baseline on many examples"
+pgd_on_spsa_set = evaluate.attack_success_rate(model, results["SPSA"]["x"],
+                                               results["PGD-L∞"]["x_adv"][:P.spsa_eval_subset],
+                                               results["SPSA"]["y"])
+print(f"on SPSA's {P.spsa_eval_subset} examples: success of SPSA {rows['SPSA']['success rate']:.3f}, "
+      f"of PGD {pgd_on_spsa_set:.3f}")
 
 # %% [markdown]
 # ### The perturbations
@@ -324,10 +348,9 @@ for name in ("C&W-L2", "DeepFool", "SPSA"):
 # The title says what the model answered.
 
 # %%
-two = shown[:2].tolist()
-fig = plots.show_perturbations(x_few, {name: r["x_adv"][:n_few] for name, r in results.items()},
-                               index=[i for i in two if i < n_few] or [0, 1], model=model,
-                               classes=CLASSES, y=y_few)
+two = shown[shown < P.spsa_eval_subset][:2].tolist()  # every attack ran on these two
+fig = plots.show_perturbations(x_few, {name: r["x_adv"] for name, r in results.items()},
+                               index=two, model=model, classes=CLASSES, y=y_few)
 
 # %% [markdown]
 # ## Accuracy against the budget
@@ -340,7 +363,8 @@ fig = plots.show_perturbations(x_few, {name: r["x_adv"][:n_few] for name, r in r
 #
 # Two sanity checks hide in these curves {cite}`carlini2019evaluating`: accuracy must fall
 # as ε grows, and many steps must do at least as well as one. A defence that breaks either
-# is masking its gradients; the baseline breaks neither. A random sign perturbation of the
+# is masking its gradients; the baseline breaks neither, and at twice the course's budget
+# PGD leaves it nothing, trousers included. A random sign perturbation of the
 # same L∞ size is drawn as a control: it barely changes the accuracy, so the attacks'
 # perturbations are anything but random.
 
@@ -350,7 +374,7 @@ def random_sign_noise(model, x, y, *, eps):
     return (x + eps * torch.randint_like(x, 0, 2).mul(2).sub(1)).clamp(0.0, 1.0)
 
 
-EPS_GRID = [0.0, 0.02, 0.05, 0.1, 0.2]
+EPS_GRID = [0.0, 0.02, 0.05, EPS, 2 * EPS]
 curves_linf = {
     "FGSM": evaluate.accuracy_vs_eps(model, x, y, attacks.fgsm, EPS_GRID),
     "PGD-L∞": evaluate.accuracy_vs_eps(model, x, y, attacks.pgd, EPS_GRID),
@@ -397,6 +421,7 @@ for a, b in zip(curves_l2["PGD-L2"].accuracy, curves_l2["PGD-L2"].accuracy[1:]):
 for eps, p, f in zip(EPS_GRID, pgd_curve, fgsm_curve):
     assert p <= f + 0.01, f"at eps={eps} PGD ({p:.3f}) must be at least as strong as FGSM ({f:.3f})"
 assert fgsm_curve[-1] < fgsm_curve[1], "FGSM accuracy should be lower at the largest eps than at the smallest"
+assert pgd_curve[-1] < 0.02, f"at eps = {2 * EPS} PGD should leave (almost) nothing, got {pgd_curve[-1]:.3f}"
 i_eps = EPS_GRID.index(EPS)
 assert noise_curve[i_eps] > clean_acc - 0.1, (
     f"random ±eps noise should barely hurt: {noise_curve[i_eps]:.3f} vs clean {clean_acc:.3f}")
@@ -409,7 +434,8 @@ for name, c in curves_linf.items():
 #
 # The figure shows one test image attacked by PGD at growing ε: the adversarial image with
 # the model's answer and confidence (top) and the perturbation on a common colour scale
-# (bottom). The label flips well before the change becomes obvious.
+# (bottom). The image is the first one the model labels correctly and PGD fools at
+# ε = 0.1; watch where its label flips.
 #
 # Launch this notebook (rocket icon above) to use the interactive explorer.
 # Its sliders choose the image and ε; the panels show the clean image, the adversarial
@@ -417,7 +443,7 @@ for name, c in curves_linf.items():
 
 # %%
 pgd_for_display = functools.partial(attacks.pgd, restarts=1)
-i_show = int(shown[0])
+i_show = int(torch.nonzero((pred_clean == y) & ~survivors).flatten()[0])
 fig = plots.eps_strip(model, x[i_show:i_show + 1], y[i_show:i_show + 1], pgd_for_display,
                       [0.0, 0.01, 0.02, 0.04, 0.07, 0.1], CLASSES)
 
@@ -464,7 +490,7 @@ print(f"label-only model on the baseline's PGD examples: {same_answers:.3f} (bas
 
 # %%
 assert white_box.per_attack["FGSM"] > clean_acc - 0.02, "FGSM should find nothing without a gradient"
-assert white_box.per_attack["PGD-L∞"] > clean_acc - 0.1, "PGD should find little more than noise does"
+assert white_box.per_attack["PGD-L∞"] > clean_acc - 0.15, "PGD should find little more than noise does"
 assert abs(same_answers - pgd_acc) < 1e-9, "hiding the scores must not change a single label"
 
 # %% [markdown]
@@ -475,8 +501,7 @@ assert abs(same_answers - pgd_acc) < 1e-9, "hiding the scores must not change a 
 #
 # An attacker can redraw the map. The black-box attack of {cite}`papernot2017practical`
 # trains a {term}`substitute model` from labels alone: start from a few images of the
-# domain (here, training images the model's owner never labelled for the attacker), ask the
-# model for their labels, train a small network on them, then add new points where the
+# domain, ask the model for their labels, train a small network on them, then add new points where the
 # substitute's output changes fastest (the Jacobian-based augmentation: a step of size λ
 # along the sign of the gradient of the substitute's score for the oracle's label), ask for
 # their labels, retrain, and repeat. The attacker then runs PGD on the substitute, whose
@@ -484,9 +509,14 @@ assert abs(same_answers - pgd_acc) < 1e-9, "hiding the scores must not change a 
 # adversarial examples *transfer* between models trained for the same task
 # ({term}`transferability`, {cite}`szegedy2014intriguing,papernot2016transferability`).
 #
-# **Threat model of this section.** Fashion-MNIST, L∞, ε = 0.1 as above; the attacker knows
-# the input domain and has a few unlabelled images from it, may query the model for labels,
-# and knows nothing else: not the weights, not the scores, not the training data.
+# **Threat model of this section.** Fashion-MNIST, L∞, ε = 0.1 as above (and larger budgets
+# for comparison). The attacker knows the input domain and owns a few unlabelled images from
+# it (here drawn from the training split, because the test examples are kept for the
+# evaluation; their labels are never used). It may ask the model for the label of any image
+# and knows nothing else: not the weights, not the scores, not the labelled training set.
+# Its substitute is the course's small CNN, a natural choice for 28 × 28 images rather than
+# knowledge of the model; {cite}`papernot2017practical` found the substitute's architecture
+# to matter little.
 
 # %%
 x_train, _ = load_dataset(info.name, "train")  # the attacker's images; their labels are never used
@@ -505,27 +535,48 @@ agreement = float((evaluate.predictions(substitute, x) == evaluate.predictions(m
 print(f"substitute trained on {facts['set_sizes'][-1]} images after {facts['oracle_queries']} label "
       f"queries; it agrees with the model on {agreement:.3f} of the test images")
 
-x_transfer = blackbox.transfer_attack(substitute, x, y, attack=attacks.pgd, eps=EPS,
-                                      restarts=P.pgd_restarts)
-transfer_success = evaluate.attack_success_rate(label_only, x, x_transfer, y)
-noise_success = evaluate.attack_success_rate(label_only, x, random_sign_noise(None, x, y, eps=EPS), y)
-print(f"success on the label-only model at eps = {EPS}: transfer from the substitute "
-      f"{transfer_success:.3f}; random ±eps noise {noise_success:.3f}; "
-      f"white-box PGD on the label-only model {1 - white_box.per_attack['PGD-L∞'] / clean_acc:.3f}")
+TRANSFER_EPS = [EPS, 2 * EPS, 3 * EPS]
+transfer_rows, transfer_curve, noise_control = [], [], []
+for eps in TRANSFER_EPS:
+    x_transfer = blackbox.transfer_attack(substitute, x, y, attack=attacks.pgd, eps=eps)
+    noisy = random_sign_noise(None, x, y, eps=eps)
+    transfer_curve.append(evaluate.accuracy(label_only, x_transfer, y))
+    noise_control.append(evaluate.accuracy(label_only, noisy, y))
+    transfer_rows.append({"ε": eps,
+                          "success: transfer": evaluate.attack_success_rate(label_only, x, x_transfer, y),
+                          "success: random ±ε": evaluate.attack_success_rate(label_only, x, noisy, y)})
+white_box_success = 1 - white_box.per_attack["PGD-L∞"] / white_box.clean_accuracy
+transfer_rows[0]["success: white-box PGD"] = white_box_success
+for row in transfer_rows[1:]:
+    row["success: white-box PGD"] = "–"
+plots.Table(transfer_rows, caption="Attacks on the label-only model (success rates)")
 
 # %%
-assert transfer_success > noise_success + 0.2, (
-    f"transfer ({transfer_success:.3f}) should beat random noise ({noise_success:.3f}) by far")
-assert transfer_success > 1 - white_box.per_attack["PGD-L∞"] / clean_acc + 0.2, (
-    "the black-box transfer attack should beat the white-box attack on the masked model")
+fig = plots.plot_accuracy_vs_eps(
+    {"transfer from the substitute": (TRANSFER_EPS, transfer_curve),
+     "random ±ε": (TRANSFER_EPS, noise_control),
+     "white-box PGD (gradient masked)": ([EPS], [white_box.per_attack["PGD-L∞"]])},
+    chance=1 / len(CLASSES), mark_eps=EPS, title="The label-only model")
+
+# %%
+at_eps = transfer_rows[0]
+assert at_eps["success: transfer"] > 2 * at_eps["success: random ±ε"], "transfer should beat noise by far"
+assert at_eps["success: transfer"] > at_eps["success: random ±ε"] + 0.1, "transfer should beat noise by far"
+assert at_eps["success: transfer"] > white_box_success + 0.1, (
+    "the black-box transfer attack should beat the white-box attack stopped by the masked gradient")
+for row in transfer_rows:
+    assert row["success: transfer"] > row["success: random ±ε"] + 0.1, f"at eps={row['ε']}: {row}"
+assert transfer_rows[-1]["success: transfer"] > 0.5, "at three times the budget most transfers should succeed"
 
 # %% [markdown]
 # The substitute never saw a score or a training label, yet the adversarial examples made on
-# it fool the label-only model far more often than random noise of the same size does, and
-# far more often than the white-box attack that the masked gradient stopped. The success
-# rate is below white-box PGD's on the baseline: transfer loses some strength on the way,
-# which is why a black-box number is never the last word on a defence. A larger ε, a
-# stronger substitute or an ensemble of substitutes {cite}`tramer2018ensemble` would raise it.
+# it fool the label-only model several times as often as random noise of the same size, and
+# far more often than the white-box attack that the masked gradient stopped. At ε = 0.1 the
+# transfer succeeds less often than white-box PGD on the baseline: a substitute that agrees
+# with the model on most, not all, images loses some of the attack's strength on the way,
+# which is why a black-box number is never the last word on a defence. With a larger budget
+# (at 0.3, the budget Papernot et al. used on MNIST) most transfers succeed; more rounds of
+# augmentation, or an ensemble of substitutes {cite}`tramer2018ensemble`, would also raise it.
 #
 # The lesson for the rest of the course {cite}`goodfellow2017attacking,athalye2018obfuscated`:
 # a defence whose only effect is to make the gradient useless does not make the model more

@@ -20,6 +20,7 @@ For a random purifier in front of a classifier the two combine:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +125,24 @@ class EOT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}, average={self.average!r}"
+
+
+def attack_via(view: nn.Module, attack: Callable, **fixed) -> Callable:
+    """``attack`` crafted on ``view`` whatever model it is handed: an adaptive attack for evaluations.
+
+    :func:`coursepkg.evaluate.robust_accuracy` hands every attack the model it evaluates.
+    For an adaptive evaluation the attack must *see* another model -- ``view``, e.g.
+    ``EOT(Purified(BPDA(purifier), classifier), n)`` -- while the real defended model
+    judges the result.  ``attack_via(view, pgd, steps=100)`` is that attack; ``fixed``
+    keyword arguments go to ``attack`` on every call.
+    """
+    if not isinstance(view, nn.Module):
+        raise TypeError(f"view must be a torch.nn.Module, got {type(view).__name__}")
+    if not callable(attack):
+        raise TypeError("attack must be callable, e.g. coursepkg.attacks.pgd")
+
+    def adaptive_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        return attack(view, x, y, **{**fixed, **kwargs})
+
+    adaptive_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_via_{type(view).__name__}"
+    return adaptive_attack

@@ -42,7 +42,8 @@ class Profile:
     adv_train_steps: int  #: PGD steps used to *train* (Madry et al. use 40 on MNIST)
     # --- evaluation -----------------------------------------------------------------------
     eval_subset: int  #: test examples every attack is evaluated on
-    expensive_eval_subset: int  #: test examples for the slow attacks (C&W, JSMA, DeepFool, SPSA)
+    expensive_eval_subset: int  #: test examples for the slow attacks (C&W, JSMA, DeepFool)
+    spsa_eval_subset: int  #: test examples for SPSA (forward passes only, but many of them)
     pgd_steps: int  #: steps of the yardstick PGD attack (PGD-20 in the course's tables)
     pgd_restarts: int  #: random restarts of the yardstick PGD attack
     strong_pgd_steps: int  #: steps of the strongest PGD the course runs (adaptive evaluations)
@@ -60,6 +61,7 @@ class Profile:
     pixelcnn_train_subset: int | None  #: training images of the PixelCNN
     pixelcnn_epochs: int  #: epochs of PixelCNN training
     pixeldefend_eval_subset: int  #: test examples PixelDefend is evaluated on (one PixelCNN pass per pixel)
+    pixeldefend_attack_steps: int  #: PGD steps of the attacks through PixelDefend (a purification per step)
 
     def replace(self, **changes) -> "Profile":
         """A copy with some budgets changed (handy in exercises: ``profile().replace(epochs=1)``)."""
@@ -76,10 +78,11 @@ QUICK = Profile(
     batch_size=128,
     lr=2e-3,
     adv_train_subset=10_000,
-    adv_epochs=8,
-    adv_train_steps=5,
+    adv_epochs=3,
+    adv_train_steps=3,
     eval_subset=500,
     expensive_eval_subset=100,
+    spsa_eval_subset=25,
     pgd_steps=20,
     pgd_restarts=2,
     strong_pgd_steps=100,
@@ -92,9 +95,10 @@ QUICK = Profile(
     substitute_seed_size=150,
     substitute_rounds=4,
     substitute_epochs=10,
-    pixelcnn_train_subset=10_000,
+    pixelcnn_train_subset=8_000,
     pixelcnn_epochs=2,
-    pixeldefend_eval_subset=50,
+    pixeldefend_eval_subset=40,
+    pixeldefend_attack_steps=10,
 )
 
 FULL = Profile(
@@ -108,6 +112,7 @@ FULL = Profile(
     adv_train_steps=40,
     eval_subset=10_000,
     expensive_eval_subset=1_000,
+    spsa_eval_subset=1_000,
     pgd_steps=20,
     pgd_restarts=10,
     strong_pgd_steps=500,
@@ -123,6 +128,7 @@ FULL = Profile(
     pixelcnn_train_subset=None,
     pixelcnn_epochs=20,
     pixeldefend_eval_subset=500,
+    pixeldefend_attack_steps=100,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QUICK, FULL)}

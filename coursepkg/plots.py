@@ -173,7 +173,7 @@ def show_perturbations(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor]
     """
     import matplotlib.pyplot as plt
 
-    from .evaluate import perturbation_norms
+    from .evaluate import perturbation_norms, predictions
 
     indices = [index] if isinstance(index, int) else list(index)
     names = list(adversarials)
@@ -192,8 +192,7 @@ def show_perturbations(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor]
             head = name
             colour = "black"
             if model is not None:
-                with torch.no_grad():
-                    pred = int(model(adv.to(next(model.parameters()).device)).argmax(1)[0])
+                pred = int(predictions(model, adv)[0])
                 head = f"{name}\n→ {_label(classes, pred)}"
                 if y is not None:
                     colour = RIGHT_COLOUR if pred == int(y[i]) else WRONG_COLOUR

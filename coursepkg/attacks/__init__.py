@@ -29,16 +29,10 @@ from ._common import attack_loss, attack_mode, margin
 from .gradient import bim, fgsm, pgd, rfgsm
 from . import blackbox
 from .blackbox import train_substitute, transfer_attack
+from .cw import cw_l2
+from .deepfool import deepfool
+from .jsma import jsma
+from .spsa import spsa
 
-__all__ = ["fgsm", "rfgsm", "pgd", "bim", "attack_loss", "attack_mode", "margin",
-           "blackbox", "train_substitute", "transfer_attack"]
-
-try:  # the slower attacks live in their own modules
-    from .cw import cw_l2  # noqa: F401
-    from .deepfool import deepfool  # noqa: F401
-    from .jsma import jsma  # noqa: F401
-    from .spsa import spsa  # noqa: F401
-
-    __all__ += ["cw_l2", "deepfool", "jsma", "spsa"]
-except ImportError:  # pragma: no cover - only while the package is being written
-    pass
+__all__ = ["fgsm", "rfgsm", "pgd", "bim", "cw_l2", "deepfool", "jsma", "spsa",
+           "blackbox", "train_substitute", "transfer_attack", "attack_loss", "attack_mode", "margin"]

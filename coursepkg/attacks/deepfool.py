@@ -40,11 +40,11 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int =
     x_adv = xm.clone()
     active = torch.arange(len(xm), device=xm.device)
     with attack_mode(model):
-        for _ in range(steps + 1):
+        for step in range(steps + 1):
             x_in = x_adv[active].requires_grad_(True)
             logits = model(x_in)
             still_correct = logits.argmax(1) == ym[active]
-            if not bool(still_correct.any()) or _ >= steps:
+            if not bool(still_correct.any()) or step == steps:
                 break
             keep = still_correct.nonzero().squeeze(1)
             active = active[keep]

@@ -8,29 +8,32 @@ from torch import nn
 from ..config import profile
 from ._common import (attack_loss, attack_mode, check_eps, check_inputs, check_loss, check_positive_int,
                       expand_as_batch, fooled)
-from .gradient import _finish, _prepare
+from .gradient import _compute_space, _finish, _prepare
 
-#: Images per forward pass when ``samples_per_pass`` is left to the attack.
-MAX_IMAGES_PER_PASS = 8192
+#: Images per forward pass when ``samples_per_pass`` is left to the attack: on a CPU, passes
+#: beyond a few hundred images only add memory traffic (``benchmarks/RESULTS.md``); a GPU
+#: wants them as large as memory allows.
+MAX_IMAGES_PER_PASS = {"cpu": 512, "cuda": 16384}
 
 
 def _spsa_gradient(model, x_adv, y, *, samples, delta, loss, samples_per_pass):
     """The SPSA estimate ``mean_i (L(x + delta v_i) - L(x - delta v_i)) / (2 delta) * v_i`` with
     Rademacher v_i (Spall 1992; Uesato et al. 2018, Algorithm 1), its samples batched."""
     n = len(x_adv)
-    grad = torch.zeros_like(x_adv)
-    y_rep = None
+    flat = x_adv.flatten(1)
+    grad = torch.zeros_like(flat)
     for first in range(0, samples, samples_per_pass):
         k = min(samples_per_pass, samples - first)
-        v = torch.empty((n, k) + x_adv.shape[1:], device=x_adv.device, dtype=x_adv.dtype)
+        v = torch.empty((n, k, flat.shape[1]), device=x_adv.device, dtype=x_adv.dtype)
         v.bernoulli_(0.5).mul_(2).sub_(1)
-        probes = torch.cat([x_adv[:, None] + delta * v, x_adv[:, None] - delta * v], 1)  # n x 2k x ...
-        if y_rep is None or len(y_rep) != n * 2 * k:
-            y_rep = y.repeat_interleave(2 * k)
-        values = attack_loss(model(probes.flatten(0, 1)), y_rep, loss).view(n, 2 * k)
+        probes = flat[:, None].repeat(1, 2 * k, 1)  # n x 2k x d: x + delta v, then x - delta v
+        probes[:, :k].add_(v, alpha=delta)
+        probes[:, k:].sub_(v, alpha=delta)
+        values = attack_loss(model(probes.view(n * 2 * k, *x_adv.shape[1:])),
+                             y.repeat_interleave(2 * k), loss).view(n, 2 * k)
         slope = (values[:, :k] - values[:, k:]) / (2 * delta)  # n x k
-        grad += (slope.view(n, k, *([1] * (v.dim() - 2))) * v).sum(1)
-    return grad / samples
+        grad.add_(torch.bmm(slope[:, None, :], v).squeeze(1))
+    return (grad / samples).view_as(x_adv)
 
 
 def spsa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, iters: int | None = None,
@@ -58,7 +61,8 @@ def spsa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, iter
     if delta == 0:
         raise ValueError("delta must be positive (it is the finite-difference step)")
     if samples_per_pass is None:
-        samples_per_pass = max(1, MAX_IMAGES_PER_PASS // (2 * max(len(x), 1)))
+        limit = MAX_IMAGES_PER_PASS.get(_compute_space(model, x)[0].type, 2048)
+        samples_per_pass = max(1, limit // (2 * max(len(x), 1)))
     samples_per_pass = check_positive_int(samples_per_pass, "samples_per_pass")
     if eps == 0 or len(x) == 0:
         return x.detach().clone()

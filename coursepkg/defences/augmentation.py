@@ -8,13 +8,13 @@ scores the model on them.
 =====================================  ==================================================
 factory                                paper (equation)
 =====================================  ==================================================
-:func:`adversarial_training`           Goodfellow et al. 2015, eq. (6): any attack
+:func:`adversarial_training`           Goodfellow et al. 2015, sec. 6: any attack
 :func:`fgsm_training`                  Goodfellow et al. 2015: FGSM examples
-:func:`rfgsm_training`                 Tramèr et al. 2018, eq. (7): R+FGSM examples
+:func:`rfgsm_training`                 Tramèr et al. 2018: R+FGSM examples
 :func:`fast_fgsm_training`             Wong et al. 2020, Alg. 3: FGSM from a random start
 :func:`pgd_training`                   Madry et al. 2018, eq. (2.1): PGD examples
-:func:`logit_pairing`                  Kannan et al. 2018, sec. 3: ALP
-:func:`trades`                         Zhang et al. 2019, eq. (5): TRADES
+:func:`logit_pairing`                  Kannan et al. 2018: ALP
+:func:`trades`                         Zhang et al. 2019: TRADES
 =====================================  ==================================================
 
 The objectives themselves are plain functions of ``(model, x, x_adv, y)`` --
@@ -83,7 +83,7 @@ def _check_steps(steps: int) -> int:
 # --------------------------------------------------------------------------------------
 def mixed_adversarial_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                            *, clean_weight: float = 0.5) -> torch.Tensor:
-    """Goodfellow et al. (2015), eq. (6): ``a L(x, y) + (1 - a) L(x', y)`` with ``a = clean_weight``.
+    """Goodfellow et al. (2015), section 6: ``a L(x, y) + (1 - a) L(x', y)`` with ``a = clean_weight``.
 
     ``L`` is the mean cross-entropy over the batch.  ``clean_weight=1`` is standard training,
     ``0`` trains on adversarial examples only (Madry et al. 2018); a term with weight zero
@@ -118,7 +118,7 @@ def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Ten
 
 def trades_objective(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                      *, beta: float = 6.0) -> torch.Tensor:
-    """Zhang et al. (2019), eq. (5): ``L(f(x), y) + beta KL(f(x) || f(x'))``.
+    """Zhang et al. (2019), the TRADES objective: ``L(f(x), y) + beta KL(f(x) || f(x'))``.
 
     The first term buys accuracy, the second smoothness around each training point; ``beta``
     trades one for the other (6 in the paper's MNIST and CIFAR-10 experiments).
@@ -162,7 +162,7 @@ def trades_perturbation(model: nn.Module, x: torch.Tensor, *, eps: float, steps:
 # The losses for the training loop
 # --------------------------------------------------------------------------------------
 def adversarial_training(attack: Attack, *, clean_weight: float = 0.5) -> BatchLoss:
-    """Adversarial training with any attack (Goodfellow et al. 2015, eq. 6).
+    """Adversarial training with any attack (Goodfellow et al. 2015, section 6).
 
     Returns ``loss(model, x, y) = a L(x, y) + (1 - a) L(x', y)`` with ``x' = attack(model, x, y)``
     crafted against the current model on every batch, ``a = clean_weight``.
@@ -188,7 +188,7 @@ def _craft(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
 
 def fgsm_training(eps: float, *, clean_weight: float = 0.5) -> BatchLoss:
-    """FGSM adversarial training (Goodfellow et al. 2015, eq. 6 with ``x' = x + eps sign(grad)``).
+    """FGSM adversarial training (Goodfellow et al. 2015, section 6, with ``x' = x + eps sign(grad)``).
 
     Half clean, half FGSM by default, as in the paper.  Cheap, and the classic source of
     gradient masking (Tramèr et al. 2018) and catastrophic overfitting (Wong et al. 2020).
@@ -200,7 +200,7 @@ def fgsm_training(eps: float, *, clean_weight: float = 0.5) -> BatchLoss:
 
 
 def rfgsm_training(eps: float, *, step: float | None = None, clean_weight: float = 0.5) -> BatchLoss:
-    """R+FGSM adversarial training (Tramèr et al. 2018, eq. 7).
+    """R+FGSM adversarial training (Tramèr et al. 2018).
 
     ``x' = x + (eps - step) sign(grad L(x + step sign(N(0, I))))``: a random signed step of size
     ``step`` (default ``eps / 2``, the paper's choice) escapes the data point's sharp
@@ -251,7 +251,7 @@ def pgd_training(eps: float, *, steps: int, step_size: float | None = None, clea
 
 def logit_pairing(eps: float, *, steps: int, step_size: float | None = None, clean_weight: float = 0.5,
                   pairing_weight: float = 0.5) -> BatchLoss:
-    """Adversarial logit pairing, ALP (Kannan et al. 2018, sec. 3).
+    """Adversarial logit pairing, ALP (Kannan et al. 2018).
 
     ``a L(x, y) + (1 - a) L(x', y) + lambda mean ||Z(x) - Z(x')||^2`` with ``x'`` from PGD with a
     random start (as :func:`pgd_training`), ``Z`` the logits, ``a = clean_weight`` and
@@ -273,7 +273,7 @@ def logit_pairing(eps: float, *, steps: int, step_size: float | None = None, cle
 
 
 def trades(eps: float, *, steps: int, step_size: float | None = None, beta: float = 6.0) -> BatchLoss:
-    """TRADES (Zhang et al. 2019, eq. 5), the course's modern reference point.
+    """TRADES (Zhang et al. 2019), the course's modern reference point.
 
     ``L(f(x), y) + beta max_{||x' - x|| <= eps} KL(f(x) || f(x'))``: the inner maximum found by
     :func:`trades_perturbation` (PGD on the KL term), the outer by the training loop.

@@ -11,9 +11,10 @@
   conditioned on the pixels purified so far, within ``eps_defend`` of its input value.
 
 PixelDefend costs one PixelCNN evaluation per pixel (784 on Fashion-MNIST).  Each one is
-computed on the pixel's *receptive window* only (:meth:`PixelCNN.logits_at`), a few rows
-above the pixel and a few columns either side, which gives exactly the logits of the whole
-image (checked in ``tests/test_pixelcnn.py``) at a fraction of the cost.
+computed on the pixel's *receptive cone* only (:meth:`PixelCNN.logits_at`), a few rows
+above the pixel and a few columns either side, shrinking layer by layer, which gives
+exactly the logits of the whole image (checked in ``tests/test_pixelcnn.py``) at a
+fraction of the cost.
 """
 
 from __future__ import annotations
@@ -143,17 +144,27 @@ class PixelCNN(nn.Module):
         return total / (len(x) * x[0].numel() * math.log(2))
 
     def logits_at(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """The logits of pixel (i, j) (N x 256), computed on its receptive window only.
+        """The logits of pixel (i, j) (N x 256), computed on its receptive cone only.
 
         The logits of (i, j) depend on rows ``i - reach .. i`` and columns
-        ``j - reach .. j + reach``; the crop's own zero padding only disturbs features
-        within ``reach`` of its cut edges, never the centre, so the result equals
-        ``self(x)[:, :, i, j]`` exactly.
+        ``j - reach .. j + reach``.  The first layer runs on that window; before each later
+        layer the features are cropped to the part the remaining layers still need (one row
+        and one column less per 3x3 layer).  A crop's own zero padding only spoils the ring
+        at its cut edges, which the next crop removes, so the result equals
+        ``self(x)[:, :, i, j]`` exactly -- with about four times less arithmetic than the
+        whole window, and far less than the whole image.
         """
-        r = self.reach
-        top, left = max(i - r, 0), max(j - r, 0)
-        window = x[:, :, top:i + 1, left:j + r + 1]
-        return self.head(self.features(window)[:, :, i - top, j - left])
+        _, h, w = self.image_shape
+        top, left = max(i - self.reach, 0), max(j - self.reach, 0)
+        feats = self.first(2 * x[:, :, top:i + 1, left:min(j + self.reach, w - 1) + 1] - 1)
+        remaining = len(self.body)
+        for block in self.body:
+            r0, c0 = max(i - remaining, 0), max(j - remaining, 0)
+            c1 = min(j + remaining, w - 1)
+            feats = block(feats[:, :, r0 - top:, c0 - left:c1 - left + 1].contiguous())
+            top, left = r0, c0
+            remaining -= 1
+        return self.head(feats[:, :, i - top, j - left])
 
 
 def pixeldefend(pixelcnn: PixelCNN, x: torch.Tensor, eps_defend: float, *,

@@ -5,25 +5,25 @@ Every recipe trains the zoo's architecture (:func:`coursepkg.models.classifier_f
 budget ``info.eps``, on the profile's ``adv_train_subset`` for ``adv_epochs`` epochs, with
 ``adv_train_steps`` attack steps where the attack iterates.  Nothing else sets a budget.
 
-==========================  ===========================================  ================
-recipe                      loss                                         paper
-==========================  ===========================================  ================
-``fgsm_training``           :func:`~.fgsm_training` (half clean)          Goodfellow 2015
-``rfgsm_training``          :func:`~.rfgsm_training` (half clean)         Tramèr 2018
-``fast_fgsm_training``      :func:`~.fast_fgsm_training`                  Wong 2020
-``pgd_training``            :func:`~.pgd_training`                        Madry 2018
-``logit_pairing``           :func:`~.logit_pairing` (ALP)                 Kannan 2018
-``trades``                  :func:`~.trades`                              Zhang 2019
-==========================  ===========================================  ================
+* ``fgsm_training`` -- FGSM training, half clean (Goodfellow et al. 2015);
+* ``rfgsm_training`` -- R+FGSM training, half clean (Tramèr et al. 2018);
+* ``fast_fgsm_training`` -- FGSM from a random start (Wong et al. 2020);
+* ``pgd_training`` -- PGD training (Madry et al. 2018), the course's positive control;
+* ``logit_pairing`` -- adversarial logit pairing, ALP (Kannan et al. 2018);
+* ``trades`` -- TRADES (Zhang et al. 2019).
+
+The losses are those of :mod:`coursepkg.defences.augmentation`.
 
 Each stores its training log and time in ``model.zoo_facts`` (``seconds``: the training
-loop alone; the zoo adds ``train_seconds``, data loading included).  The single-step
+loop alone, monitoring excluded; the zoo adds ``train_seconds``, everything included).  The single-step
 recipes also record, after every epoch, the accuracy of the model under FGSM and under
 PGD on a few test images (``monitor``), the trace that shows catastrophic overfitting
 (Wong et al. 2020) when it happens; nothing is selected on it.
 """
 
 from __future__ import annotations
+
+import time
 
 from ..data import load_dataset, subset
 from ..defences import augmentation as losses
@@ -48,13 +48,16 @@ def adversarial_training_data(info, profile, seed: int = 0):
 
 
 def robustness_monitor(info, profile, record: list):
-    """An ``on_epoch_end`` callback appending clean, FGSM and PGD accuracy on ``MONITOR_SIZE`` test images."""
+    """An ``on_epoch_end`` callback appending clean, FGSM and PGD accuracy on ``MONITOR_SIZE``
+    test images, and the seconds it spent doing so, to ``record``."""
     from ..attacks import fgsm, pgd
     from ..train import predict
 
     x, y = subset(*load_dataset(info.name, "test"), MONITOR_SIZE, seed=_MONITOR_SEED)
 
     def monitor(epoch, model):
+        start = time.perf_counter()
+
         def acc(images):
             return float((predict(model, images) == y).float().mean())
 
@@ -65,6 +68,7 @@ def robustness_monitor(info, profile, record: list):
             "clean": acc(x),
             "fgsm": acc(fgsm(model, xd, yd, eps=info.eps).cpu()),
             "pgd": acc(pgd(model, xd, yd, eps=info.eps, steps=profile.pgd_steps).cpu()),
+            "seconds": time.perf_counter() - start,
         })
 
     return monitor
@@ -77,8 +81,9 @@ def _fit(model, info, profile, device, loss, *, seed, desc, monitor=False):
                 lr=profile.lr, seed=seed, device=device, desc=f"{desc} {info.name}",
                 on_epoch_end=robustness_monitor(info, profile, record) if monitor else None)
     facts = log.as_dict()
-    if monitor:
+    if monitor:  # the time spent monitoring is not training time
         facts["monitor"] = record
+        facts["seconds"] -= sum(r["seconds"] for r in record)
     return facts
 
 

@@ -1,0 +1,153 @@
+"""Speed of the attacks against the least work they could do.
+
+1. PGD against a bare loop: ``pgd(model, x, y, steps=K)`` is timed against K iterations of
+   forward, cross-entropy and a backward pass to the input alone -- no projection, no
+   bookkeeping -- on the same model and batch.  The ratio is PGD's overhead (goal: <= 1.03).
+2. SPSA's batching: the same SPSA run with all of an iteration's samples in one forward
+   pass (the default) and with one sample per pass (a Python loop over samples).
+
+Run ``OMP_NUM_THREADS=1 python benchmarks/bench_attacks.py`` (``--quick`` for a smoke
+run); it prints a table and rewrites the section "Attacks" of ``benchmarks/RESULTS.md``.
+Never enforced by a test: speed depends on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from coursepkg.attacks import pgd, spsa
+from coursepkg.attacks.spsa import MAX_IMAGES_PER_PASS
+from coursepkg.config import device as default_device
+from coursepkg.models import SmallCNN
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(fn, dev, repeats: int) -> list[float]:
+    fn()  # warm-up (allocator, kernels)
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        start = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bare_loop(model, x, y, steps: int, step_size: float) -> torch.Tensor:
+    """The floor PGD is measured against: forward, loss, input gradient, a sign step."""
+    x_adv = x.clone().requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            x_adv.add_(grad.sign_(), alpha=step_size)
+    return x_adv.detach()
+
+
+def machine(dev: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({cpu})"
+    return (f"{where}; {os.cpu_count()} logical cores, torch {torch.__version__} using "
+            f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}")
+
+
+def bench_pgd(dev, batch: int, steps: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = SmallCNN("fashion-mnist", width=16).to(dev).eval()  # the zoo's architecture
+    for p in model.parameters():
+        p.requires_grad_(False)  # the bare loop gets the same frozen-parameter advantage PGD takes
+    x = torch.rand(batch, 1, 28, 28, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    eps = 0.1
+    step_size = 2.5 * eps / steps
+    bare, attack = [], []
+    for _ in range(repeats):  # interleaved, so a slow spell of a shared machine hits both
+        bare += _timed(lambda: bare_loop(model, x, y, steps, step_size), dev, 1)
+        attack += _timed(lambda: pgd(model, x, y, eps=eps, steps=steps, restarts=1), dev, 1)
+    b, a = statistics.median(bare), statistics.median(attack)
+    return {"batch": batch, "steps": steps, "bare_s": b, "pgd_s": a, "ratio": a / b,
+            "ratio_min": min(attack) / min(bare)}
+
+
+def bench_spsa(dev, batch: int, samples: int, iters: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = SmallCNN("fashion-mnist", width=16).to(dev).eval()
+    x = torch.rand(batch, 1, 28, 28, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    run = dict(eps=0.1, iters=iters, samples=samples)
+    batched, looped = [], []
+    for _ in range(repeats):
+        batched += _timed(lambda: spsa(model, x, y, **run), dev, 1)
+        looped += _timed(lambda: spsa(model, x, y, samples_per_pass=1, **run), dev, 1)
+    b, l_ = statistics.median(batched), statistics.median(looped)
+    limit = MAX_IMAGES_PER_PASS.get(dev.type, 2048)
+    return {"batch": batch, "samples": samples, "iters": iters, "batched_s": b, "loop_s": l_,
+            "per_pass": 2 * batch * max(1, min(samples, limit // (2 * batch))),
+            "speed_up": l_ / b}
+
+
+def write_section(text: str) -> None:
+    """Replace (or append) the section '## Attacks' of RESULTS.md, leaving the others alone."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## Attacks\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+    RESULTS.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small batch, few repeats")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    dev = default_device()
+    repeats = 2 if args.quick else 7
+    pgd_rows = [bench_pgd(dev, batch, steps, repeats)
+                for batch, steps in ([(64, 5)] if args.quick else [(128, 20), (512, 20)])]
+    spsa_row = bench_spsa(dev, 16 if args.quick else 32, 64, 2 if args.quick else 4, max(2, repeats // 2))
+    lines = ["## Attacks", "",
+             f"Machine: {machine(dev)}.  Command: `OMP_NUM_THREADS=1 python benchmarks/bench_attacks.py`"
+             f"{' --quick' if args.quick else ''}; medians of {repeats} interleaved runs.", "",
+             "**PGD against a bare forward-and-backward loop** (SmallCNN width 16, Fashion-MNIST-shaped "
+             "input, parameters frozen in both, one restart):", "",
+             "| batch | steps | bare loop (s) | `pgd` (s) | ratio (median) | ratio (best runs) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['steps']} | {r['bare_s']:.3f} | {r['pgd_s']:.3f} | {r['ratio']:.3f} | "
+              f"{r['ratio_min']:.3f} |" for r in pgd_rows]
+    s = spsa_row
+    lines += ["", f"**SPSA's batching** ({s['batch']} images, {s['samples']} samples per iteration, "
+              f"{s['iters']} iterations):", "",
+              "| samples per forward pass | time (s) |", "|---|---|",
+              f"| default (batched, up to {s['per_pass']} images per pass) | {s['batched_s']:.3f} |",
+              f"| 1 (a loop over samples) | {s['loop_s']:.3f} |",
+              "", f"The loop takes {s['speed_up']:.2f}x the batched time.", ""]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
