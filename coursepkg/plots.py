@@ -14,7 +14,7 @@ them in chapter 1 ("Adversarial examples and threat models").
   static figure (for the HTML book) and as an ipywidgets slider (for a live notebook);
 * :class:`Table` -- a small table that renders as HTML in a notebook and as text elsewhere.
 
-Figures are made with :mod:`matplotlib.pyplot` and returned; in a notebook, assign the
+Figures are made with ``matplotlib.pyplot`` and returned; in a notebook, assign the
 result (``fig = show_adversarial_grid(...)``) and the inline backend shows it once.
 Images are ``N x C x H x W`` tensors in [0, 1] on any device.
 """
@@ -89,7 +89,8 @@ def show_adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
     if n < 1:
         raise ValueError("n must be at least 1 and x must hold at least one image")
     rows = 3 if show_delta else 2
-    fig, axes = plt.subplots(rows, n, figsize=(1.45 * n, 1.6 * rows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(rows, n, figsize=(1.45 * n, 1.6 * rows + 0.3), squeeze=False,
+                             layout="constrained")
     delta = (x_adv[:n] - x[:n]).detach().cpu()
     scale = float(delta.abs().max()) or 1.0
     for i in range(n):
@@ -105,7 +106,6 @@ def show_adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
         axes[2, 0].set_ylabel(f"difference\n(±{scale:.2g})", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -139,7 +139,7 @@ def plot_accuracy_vs_eps(curves: Mapping[str, object], *, ax=None, xlabel: str =
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        fig, ax = plt.subplots(figsize=(5.2, 3.4), layout="constrained")
     else:
         fig = ax.figure
     for (name, curve), marker in zip(curves.items(), "osD^v<>ph*"):
@@ -156,7 +156,6 @@ def plot_accuracy_vs_eps(curves: Mapping[str, object], *, ax=None, xlabel: str =
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -177,8 +176,8 @@ def show_perturbations(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor]
 
     indices = [index] if isinstance(index, int) else list(index)
     names = list(adversarials)
-    fig, axes = plt.subplots(len(indices), len(names) + 1, squeeze=False,
-                             figsize=(1.75 * (len(names) + 1), 2.05 * len(indices) + 0.2))
+    fig, axes = plt.subplots(len(indices), len(names) + 1, squeeze=False, layout="constrained",
+                             figsize=(1.75 * (len(names) + 1), 2.5 * len(indices) + 0.2))
     for r, i in enumerate(indices):
         clean = x[i:i + 1]
         title = None if y is None else f"true: {_label(classes, int(y[i]))}"
@@ -198,7 +197,6 @@ def show_perturbations(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor]
                     colour = RIGHT_COLOUR if pred == int(y[i]) else WRONG_COLOUR
             axes[r, c].set_title(head, fontsize=8, color=colour)
             axes[r, c].set_xlabel(f"L0 {l0:.0f}  L2 {l2:.2f}\nL∞ {linf:.3f}", fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -242,7 +240,8 @@ def eps_strip(model: torch.nn.Module, x1: torch.Tensor, y1: torch.Tensor, attack
     if len(x1) != 1 or len(y1) != 1:
         raise ValueError("x1 and y1 must hold exactly one example (slice with x[i:i+1], y[i:i+1])")
     eps_values = [float(e) for e in eps_values]
-    fig, axes = plt.subplots(2, len(eps_values), figsize=(1.5 * len(eps_values), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(eps_values), figsize=(1.5 * len(eps_values), 3.6), squeeze=False,
+                             layout="constrained")
     largest = max(eps_values) or 1.0
     for c, eps in enumerate(eps_values):
         adv = _attack_one(model, attack, x1, y1, eps)
@@ -251,7 +250,6 @@ def eps_strip(model: torch.nn.Module, x1: torch.Tensor, y1: torch.Tensor, attack
         _show(axes[0, c], adv[0], f"ε = {eps:.3g}\n{_label(classes, k)} ({p:.0%})", colour)
         _show_delta(axes[1, c], (adv - x1)[0], scale=largest)
     axes[1, 0].set_ylabel(f"perturbation\n(±{largest:.2g})", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -262,7 +260,7 @@ def eps_explorer(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attac
     the model's probabilities.
 
     ``attack(model, x, y, *, eps)`` is any attack of :mod:`coursepkg.attacks` (use
-    :func:`functools.partial` to fix its other arguments).  Each move of a slider attacks
+    ``functools.partial`` to fix its other arguments).  Each move of a slider attacks
     one image, which takes a fraction of a second for FGSM or PGD.  Returns the widget;
     display it as the last expression of a cell.  Needs ``ipywidgets``; in a static page
     use :func:`eps_strip` instead.
@@ -289,7 +287,7 @@ def eps_explorer(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attac
         k = int(probs.argmax())
         with out:
             out.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 4, figsize=(10, 2.6),
+            fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), layout="constrained",
                                      gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
             _show(axes[0], x1[0], f"clean: {_label(classes, int(y1[0]))}")
             colour = RIGHT_COLOUR if k == int(y1[0]) else WRONG_COLOUR
@@ -304,7 +302,6 @@ def eps_explorer(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attac
             axes[3].invert_yaxis()
             axes[3].set_xlim(0, 1)
             axes[3].set_title("probabilities", fontsize=8)
-            fig.tight_layout()
             plt.show()
 
     eps_slider.observe(redraw, names="value")
