@@ -7,6 +7,7 @@ them in chapter 1 ("Adversarial examples and threat models").
 
 * :func:`show_adversarial_grid` -- clean images, adversarial images and (optionally) their
   difference, each titled with the model's prediction (green: right, red: wrong);
+* :func:`show_attack_grid` -- the same images as each of several attacks left them;
 * :func:`plot_accuracy_vs_eps` -- one curve of accuracy against eps per attack;
 * :func:`show_perturbations` -- the perturbation ``x_adv - x`` of several attacks on the
   same images, annotated with its L0, L2 and L-infinity norms;
@@ -106,6 +107,41 @@ def show_adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
         axes[2, 0].set_ylabel(f"difference\n(±{scale:.2g})", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def show_attack_grid(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor], y: torch.Tensor,
+                     model: torch.nn.Module, classes: Sequence[str] | None = None, *,
+                     index: Sequence[int] = (0, 1, 2, 3, 4, 5)):
+    """The same images as several attacks left them: one row per attack, one column per image.
+
+    The first row is the clean images.  ``adversarials`` maps an attack's name to its
+    adversarial examples of ``x`` (the first ``len(adv)`` images of ``x``; every index must
+    be below that).  Each image is titled with ``model``'s prediction, green when it is the
+    true label ``y`` and red when it is not.  Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .evaluate import predictions
+
+    index = [int(i) for i in index]
+    if not index:
+        raise ValueError("index must name at least one image")
+    rows = {"clean": x, **dict(adversarials)}
+    for name, images in rows.items():
+        if max(index) >= len(images):
+            raise ValueError(f"index {max(index)} is out of range for {name!r}, which holds {len(images)} images")
+    fig, axes = plt.subplots(len(rows), len(index), squeeze=False, layout="constrained",
+                             figsize=(1.3 * len(index) + 0.6, 1.45 * len(rows)))
+    picked = torch.as_tensor(index)
+    truth = y[picked.to(y.device)].cpu()
+    for r, (name, images) in enumerate(rows.items()):
+        chosen = images[picked.to(images.device)]
+        preds = predictions(model, chosen).cpu()
+        for c in range(len(index)):
+            right = int(preds[c]) == int(truth[c])
+            _show(axes[r, c], chosen[c], _label(classes, int(preds[c])), RIGHT_COLOUR if right else WRONG_COLOUR)
+        axes[r, 0].set_ylabel(name, fontsize=8)
     return fig
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursepkg.adaptive import BPDA, EOT
+from coursepkg.adaptive import BPDA, EOT, attack_via
 from coursepkg.defences.purification import JPEG, BitDepth, Purified, TVMinimisation
 
 
@@ -179,3 +179,19 @@ def test_eot_converges_to_the_expectation_of_a_random_purifier():
 def test_eot_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EOT(tiny_classifier(), **kwargs)
+
+
+def test_attack_via_crafts_on_the_view_and_passes_the_keyword_arguments():
+    seen = {}
+
+    def recording_attack(model, x, y, **kwargs):
+        seen["model"], seen["kwargs"] = model, kwargs
+        return x
+
+    view, other = tiny_classifier(1), tiny_classifier(2)
+    attack = attack_via(view, recording_attack, steps=7)
+    x = images(2)
+    assert torch.equal(attack(other, x, torch.zeros(2, dtype=torch.long), eps=0.1), x)
+    assert seen["model"] is view and seen["kwargs"] == {"steps": 7, "eps": 0.1}
+    with pytest.raises(TypeError, match="view"):
+        attack_via(lambda x: x, recording_attack)

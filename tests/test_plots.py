@@ -106,3 +106,15 @@ def test_table_renders_html_and_text_and_checks_its_columns():
         plots.Table([{"a": 1}, {"b": 2}])
     with pytest.raises(ValueError, match="at least one row"):
         plots.Table([])
+
+
+def test_attack_grid_has_a_row_per_attack_and_titles_predictions():
+    x = torch.full((3, 1, 4, 4), 0.45)
+    adversarials = {"brighten": brighten(None, x, None, eps=0.1), "short": x[:2]}
+    y = torch.tensor([0, 0, 0])
+    fig = plots.show_attack_grid(x, {"brighten": adversarials["brighten"]}, y, Brightness(),
+                                 ["dark", "bright"], index=[0, 2])
+    assert len(fig.axes) == 2 * 2
+    assert [a.get_title() for a in fig.axes] == ["dark", "dark", "bright", "bright"]
+    with pytest.raises(ValueError, match="out of range"):
+        plots.show_attack_grid(x, adversarials, y, Brightness(), index=[2])

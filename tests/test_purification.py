@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from coursepkg.defences.purification import (JPEG, BitDepth, Purified, TVMinimisation, _divergence, _gradient,
-                                             total_variation, tv_minimise, tv_objective)
+from coursepkg.defences.purification import (JPEG, BitDepth, Purified, SoftBitDepth, TVMinimisation, _divergence,
+                                             _gradient, total_variation, tv_minimise, tv_objective)
 
 
 def images(n: int = 6, size: int = 28, seed: int = 0, channels: int = 1) -> torch.Tensor:
@@ -56,6 +56,20 @@ def test_bit_depth_8_leaves_8_bit_images_unchanged_and_has_zero_gradient():
 def test_bit_depth_rejects_bad_bits(bits):
     with pytest.raises(ValueError, match="bits"):
         BitDepth(bits)
+    with pytest.raises(ValueError, match="bits"):
+        SoftBitDepth(bits)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_soft_bit_depth_tends_to_the_staircase_and_has_its_gradient_near_the_thresholds(bits):
+    x = torch.rand(10, 1, 28, 28)
+    top = 2 ** bits - 1
+    away = ((x * top - 0.5) - (x * top - 0.5).round()).abs() > 0.1  # not within 0.1 step of a threshold
+    sharp = SoftBitDepth(bits, sharpness=200.0)(x)
+    torch.testing.assert_close(sharp[away], BitDepth(bits)(x)[away], atol=1e-4, rtol=0)
+    probe = torch.tensor([0.5 / top, 0.0, 1.0]).view(1, 1, 1, 3).requires_grad_(True)  # on a threshold, at the ends
+    (grad,) = torch.autograd.grad(SoftBitDepth(bits, 10.0)(probe).sum(), probe)
+    assert grad[0, 0, 0, 0] > 10 * grad[0, 0, 0, 1:].max()
 
 
 # --- JPEG ------------------------------------------------------------------------------

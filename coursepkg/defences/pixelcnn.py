@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DatasetInfo, dataset_info
+from .purification import no_gradient
 
 LEVELS = 256  #: the pixel values an 8-bit grey image takes
 
@@ -232,8 +233,6 @@ class PixelDefend(nn.Module):
         self.progress = progress
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .purification import no_gradient
-
         out = torch.cat([pixeldefend(self.pixelcnn, x[k:k + self.batch_size], self.eps_defend,
                                      progress=self.progress)
                          for k in range(0, len(x), self.batch_size)])

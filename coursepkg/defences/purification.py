@@ -215,3 +215,31 @@ class TVMinimisation(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keep={self.keep}, weight={self.weight}, iterations={self.iterations}"
+
+
+class SoftBitDepth(nn.Module):
+    """A differentiable stand-in for :class:`BitDepth`, for :class:`coursepkg.adaptive.BPDA`.
+
+    Each step of the staircase becomes a logistic ramp:
+    ``h(x) = (1 / (2^b - 1)) sum_k sigmoid(sharpness * ((2^b - 1) x - k + 1/2))``, k = 1 .. 2^b - 1,
+    which tends to the staircase as ``sharpness`` grows.  Its gradient is large only near a
+    rounding threshold -- where a small change of x does change the rounded image -- so an
+    attack that follows it spends its budget on the pixels it can actually flip.
+    """
+
+    def __init__(self, bits: int = 3, sharpness: float = 10.0):
+        super().__init__()
+        if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 8:
+            raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
+        if not float(sharpness) > 0:
+            raise ValueError(f"sharpness must be positive, got {sharpness}")
+        self.bits, self.sharpness = int(bits), float(sharpness)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = 2 ** self.bits - 1
+        thresholds = torch.arange(1, top + 1, device=x.device, dtype=x.dtype) - 0.5
+        ramps = torch.sigmoid(self.sharpness * (x.unsqueeze(-1) * top - thresholds))
+        return ramps.sum(-1) / top
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, sharpness={self.sharpness}"

@@ -28,7 +28,7 @@ import time
 from ..data import load_dataset, subset
 from ..defences import augmentation as losses
 from ..models import classifier_for
-from ..train import train
+from ..train import cross_entropy_loss, train
 from ..zoo import register
 
 #: test images on which the single-step recipes trace their robustness after every epoch
@@ -74,6 +74,25 @@ def robustness_monitor(info, profile, record: list):
     return monitor
 
 
+def training_loss(name: str, info, profile, **hp):
+    """The batch loss that recipe ``name`` trains with, at ``info.eps`` and the profile's attack
+    steps (``"standard"``: the plain cross-entropy).  ``hp`` overrides the recipe's defaults."""
+    steps = profile.adv_train_steps
+    makers = {
+        "standard": lambda: cross_entropy_loss,
+        "fgsm_training": lambda: losses.fgsm_training(info.eps, clean_weight=hp.get("clean_weight", 0.5)),
+        "rfgsm_training": lambda: losses.rfgsm_training(info.eps, clean_weight=hp.get("clean_weight", 0.5)),
+        "fast_fgsm_training": lambda: losses.fast_fgsm_training(info.eps),
+        "pgd_training": lambda: losses.pgd_training(info.eps, steps=steps),
+        "logit_pairing": lambda: losses.logit_pairing(info.eps, steps=steps,
+                                                      pairing_weight=hp.get("pairing_weight", 0.5)),
+        "trades": lambda: losses.trades(info.eps, steps=steps, beta=hp.get("beta", 6.0)),
+    }
+    if name not in makers:
+        raise ValueError(f"unknown recipe {name!r}: choose one of {sorted(makers)}")
+    return makers[name]()
+
+
 def _fit(model, info, profile, device, loss, *, seed, desc, monitor=False):
     x, y = adversarial_training_data(info, profile, seed)
     record: list = []
@@ -90,40 +109,40 @@ def _fit(model, info, profile, device, loss, *, seed, desc, monitor=False):
 @register("fgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5})
 def fit_fgsm_training(model, info, profile, device, *, seed=0, clean_weight=0.5, **_):
     """FGSM adversarial training (Goodfellow et al. 2015): half clean, half FGSM examples."""
-    loss = losses.fgsm_training(info.eps, clean_weight=clean_weight)
+    loss = training_loss("fgsm_training", info, profile, clean_weight=clean_weight)
     return _fit(model, info, profile, device, loss, seed=seed, desc="FGSM training", monitor=True)
 
 
 @register("rfgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5})
 def fit_rfgsm_training(model, info, profile, device, *, seed=0, clean_weight=0.5, **_):
     """R+FGSM adversarial training (Tramèr et al. 2018): a random step before FGSM."""
-    loss = losses.rfgsm_training(info.eps, clean_weight=clean_weight)
+    loss = training_loss("rfgsm_training", info, profile, clean_weight=clean_weight)
     return _fit(model, info, profile, device, loss, seed=seed, desc="R+FGSM training", monitor=True)
 
 
 @register("fast_fgsm_training", build=_build, defaults={"width": 16})
 def fit_fast_fgsm_training(model, info, profile, device, *, seed=0, **_):
     """"Fast" adversarial training (Wong et al. 2020): FGSM of 1.25 eps from a uniform random start."""
-    loss = losses.fast_fgsm_training(info.eps)
+    loss = training_loss("fast_fgsm_training", info, profile)
     return _fit(model, info, profile, device, loss, seed=seed, desc="fast FGSM training", monitor=True)
 
 
 @register("pgd_training", build=_build, defaults={"width": 16})
 def fit_pgd_training(model, info, profile, device, *, seed=0, **_):
     """PGD adversarial training (Madry et al. 2018): the positive control of the course."""
-    loss = losses.pgd_training(info.eps, steps=profile.adv_train_steps)
+    loss = training_loss("pgd_training", info, profile)
     return _fit(model, info, profile, device, loss, seed=seed, desc="PGD training")
 
 
 @register("logit_pairing", build=_build, defaults={"width": 16, "pairing_weight": 0.5})
 def fit_logit_pairing(model, info, profile, device, *, seed=0, pairing_weight=0.5, **_):
     """Adversarial logit pairing (Kannan et al. 2018): mixed PGD training plus a logit-pairing penalty."""
-    loss = losses.logit_pairing(info.eps, steps=profile.adv_train_steps, pairing_weight=pairing_weight)
+    loss = training_loss("logit_pairing", info, profile, pairing_weight=pairing_weight)
     return _fit(model, info, profile, device, loss, seed=seed, desc="logit pairing")
 
 
 @register("trades", build=_build, defaults={"width": 16, "beta": 6.0})
 def fit_trades(model, info, profile, device, *, seed=0, beta=6.0, **_):
     """TRADES (Zhang et al. 2019): clean cross-entropy plus beta times the worst-case KL."""
-    loss = losses.trades(info.eps, steps=profile.adv_train_steps, beta=beta)
+    loss = training_loss("trades", info, profile, beta=beta)
     return _fit(model, info, profile, device, loss, seed=seed, desc="TRADES")
