@@ -142,6 +142,13 @@ def test_tv_minimise_is_batched_the_batch_equals_image_by_image():
     torch.testing.assert_close(batch, one_by_one)
 
 
+def test_tv_minimise_has_a_finite_nonzero_gradient():
+    x = images(3).requires_grad_(True)  # smooth images: many zero differences, where sqrt is not differentiable
+    mask = torch.bernoulli(torch.full_like(x, 0.5), generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad(tv_minimise(x, mask, 0.05, iterations=30).pow(2).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_tv_weight_smooths_more():
     x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(x)

@@ -6,7 +6,7 @@ that crafts adversarial examples ``x'`` of the mini-batch against the current mo
 scores the model on them.
 
 =====================================  ==================================================
-factory                                paper (equation)
+factory                                paper
 =====================================  ==================================================
 :func:`adversarial_training`           Goodfellow et al. 2015, sec. 6: any attack
 :func:`fgsm_training`                  Goodfellow et al. 2015: FGSM examples

@@ -177,7 +177,10 @@ def tv_minimise(x: torch.Tensor, mask: torch.Tensor, weight: float, iterations: 
     p = torch.zeros_like(_gradient(x))
     for _ in range(int(iterations)):
         p = p + sigma * _gradient(z_bar)
-        p = p / torch.clamp(p.pow(2).sum(2, keepdim=True).sqrt() / max(weight, 1e-12), min=1.0)
+        # project each (dx, dy) pair on the disc of radius weight; the floor under the norm
+        # keeps the derivative of sqrt finite where p = 0
+        norm = p.pow(2).sum(2, keepdim=True).clamp_min(1e-20).sqrt()
+        p = p / torch.clamp(norm / max(weight, 1e-12), min=1.0)
         z_next = (z + tau * _divergence(p) + tau * mask * x) / (1.0 + tau * mask)
         z_bar = 2.0 * z_next - z
         z = z_next
