@@ -18,21 +18,25 @@ def _pair_choice(alpha: torch.Tensor, beta: torch.Tensor, domain: torch.Tensor, 
     """The best pixel pair per example (Papernot et al. 2016, Algorithm 3) and whether one exists.
 
     With ``a = dZ_t/dx_p + dZ_t/dx_q`` and ``b`` the same sum for the other classes, a pair
-    is admissible when ``sign * a > 0`` and ``sign * b < 0``; its saliency is ``|a| * |b|``.
+    ``p != q`` of pixels still in the search domain is admissible when ``sign * a > 0`` and
+    ``sign * b < 0``; its saliency is ``|a| * |b| = -a * b``.  A pixel outside the domain
+    gets ``sign * alpha = -inf``, so every pair holding it fails the first test: the N x d x d
+    scores are built with a handful of in-place operations and no pair mask.
     """
     n, d = alpha.shape
     chunk = max(1, _MAX_PAIR_ENTRIES // (d * d))
+    alpha = torch.where(domain, alpha * sign, torch.full_like(alpha, float("-inf")))
+    beta = beta * sign  # now admissible means a > 0 and b < 0, for either sign of theta
     pairs, found = [], []
-    eye = torch.eye(d, dtype=torch.bool, device=alpha.device)
     for i in range(0, n, chunk):
         a = alpha[i:i + chunk, :, None] + alpha[i:i + chunk, None, :]
         b = beta[i:i + chunk, :, None] + beta[i:i + chunk, None, :]
-        dom = domain[i:i + chunk]
-        ok = (sign * a > 0) & (sign * b < 0) & dom[:, :, None] & dom[:, None, :] & ~eye
-        score = torch.where(ok, a.abs() * b.abs(), torch.full_like(a, -1.0)).flatten(1)
-        best = score.argmax(1)
+        admissible = (a > 0).logical_and_(b < 0)
+        score = a.mul_(b).neg_().masked_fill_(~admissible, -1.0)  # -inf * b is never admissible
+        score.diagonal(dim1=1, dim2=2).fill_(-1.0)  # a pixel does not pair with itself
+        best = score.flatten(1).argmax(1)
         pairs.append(torch.stack([best // d, best % d], 1))
-        found.append(score.gather(1, best[:, None]).squeeze(1) >= 0)
+        found.append(score.flatten(1).gather(1, best[:, None]).squeeze(1) >= 0)
     return torch.cat(pairs), torch.cat(found)
 
 

@@ -49,7 +49,9 @@ def spsa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, iter
     non-differentiable gradients do not stop it.  ``iters`` and ``samples`` default to the
     profile's; the probes of ``samples_per_pass`` samples go through the model in one
     batch (default: as many as fit in ``MAX_IMAGES_PER_PASS`` images).  Each example
-    keeps its strongest iterate (misclassified first, else the highest loss).
+    keeps its strongest iterate (misclassified first, else the highest loss), and an
+    example stops as soon as an iterate is misclassified, as in the paper's early stopping:
+    its later iterates could not make it more wrong, so no forward pass is spent on them.
     """
     check_inputs(x, y, eps=eps)
     check_loss(loss)
@@ -60,32 +62,38 @@ def spsa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, iter
     lr = check_eps(lr, "lr")
     if delta == 0:
         raise ValueError("delta must be positive (it is the finite-difference step)")
-    if samples_per_pass is None:
-        limit = MAX_IMAGES_PER_PASS.get(_compute_space(model, x)[0].type, 2048)
-        samples_per_pass = max(1, limit // (2 * max(len(x), 1)))
-    samples_per_pass = check_positive_int(samples_per_pass, "samples_per_pass")
+    limit = MAX_IMAGES_PER_PASS.get(_compute_space(model, x)[0].type, 2048)
+    if samples_per_pass is not None:
+        samples_per_pass = check_positive_int(samples_per_pass, "samples_per_pass")
+
+    def per_pass(n_active: int) -> int:  # fewer examples left: more samples in one pass
+        return samples_per_pass or max(1, limit // (2 * max(n_active, 1)))
+
     if eps == 0 or len(x) == 0:
         return x.detach().clone()
     xm, ym, _ = _prepare(model, x, y)
     lower, upper = (xm - eps).clamp(min=0.0), (xm + eps).clamp(max=1.0)
     x_adv = (xm + torch.empty_like(xm).uniform_(-eps, eps)).clamp_(min=lower, max=upper)
     best = xm.clone()
-    best_fooled = torch.zeros(len(xm), dtype=torch.bool, device=xm.device)
     best_loss = torch.full((len(xm),), float("-inf"), device=xm.device, dtype=xm.dtype)
     param = torch.nn.Parameter(x_adv)
     optimiser = torch.optim.Adam([param], lr=lr)
+    active = torch.arange(len(xm), device=xm.device)  # the examples not yet misclassified
     with attack_mode(model), torch.no_grad():
         for step in range(iters + 1):
-            logits = model(param.data)
-            now_fooled, now_loss = fooled(logits, ym), attack_loss(logits, ym, loss)
-            better = (now_fooled & ~best_fooled) | ((now_fooled == best_fooled) & (now_loss > best_loss))
-            best = torch.where(expand_as_batch(better, best), param.data, best)
-            best_fooled |= now_fooled
-            best_loss = torch.where(better, now_loss, best_loss)
-            if step == iters:
+            now = param.data[active]
+            logits = model(now)
+            now_fooled, now_loss = fooled(logits, ym[active]), attack_loss(logits, ym[active], loss)
+            better = now_fooled | (now_loss > best_loss[active])
+            best[active] = torch.where(expand_as_batch(better, now), now, best[active])
+            best_loss[active] = torch.where(better, now_loss, best_loss[active])
+            active = active[~now_fooled]
+            if step == iters or len(active) == 0:
                 break
-            param.grad = -_spsa_gradient(model, param.data, ym, samples=samples, delta=delta, loss=loss,
-                                         samples_per_pass=samples_per_pass)
+            grad = torch.zeros_like(param)
+            grad[active] = -_spsa_gradient(model, param.data[active], ym[active], samples=samples,
+                                           delta=delta, loss=loss, samples_per_pass=per_pass(len(active)))
+            param.grad = grad
             optimiser.step()
             param.data.clamp_(min=lower, max=upper)
     return _finish(best, x, eps, "linf")
