@@ -15,6 +15,11 @@ ideas, both written here as ``torch.nn.Module`` wrappers.  Every attack of
 
 For a random purifier in front of a classifier the two combine:
 ``EOT(Purified(BPDA(purifier), classifier), samples)``.
+
+For a purifier that quantises each pixel on its own (bit-depth reduction), a third attack
+searches the purifier's *output* space directly: :class:`ReachableSet` and
+:func:`attack_reachable_set` (after the observation of Athalye et al., section 4.1, that
+the attack should be run where the classifier sees the input).
 """
 
 from __future__ import annotations
@@ -146,3 +151,115 @@ def attack_via(view: nn.Module, attack: Callable, **fixed) -> Callable:
 
     adaptive_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_via_{type(view).__name__}"
     return adaptive_attack
+
+
+# ------------------------------------------------------------------------------------------
+# Attacking an elementwise quantiser in its output space
+# ------------------------------------------------------------------------------------------
+def reachable_levels(quantiser: nn.Module, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest and highest output of ``quantiser`` per pixel over the L∞ ball of radius ``eps``.
+
+    ``quantiser`` must act on each pixel alone and be non-decreasing (``BitDepth``), so the
+    outputs reachable from ``[x - eps, x + eps] ∩ [0, 1]`` are exactly its levels between
+    ``quantiser(x - eps)`` and ``quantiser(x + eps)``: a pixel whose whole interval lies
+    between two rounding thresholds has one reachable value, whatever the attacker does.
+    """
+    with torch.no_grad():
+        return quantiser((x - eps).clamp(0, 1)), quantiser((x + eps).clamp(0, 1))
+
+
+def preimage_in_ball(quantiser: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float,
+                     iterations: int = 40) -> torch.Tensor:
+    """An input within ``eps`` of ``x`` (L∞) that ``quantiser`` maps to ``target``, pixel by pixel.
+
+    For a non-decreasing elementwise quantiser the set of inputs of the ball that give a
+    reachable level is an interval; a batched bisection finds its point nearest ``x``
+    (``x`` itself where the level is already ``quantiser(x)``).  Raises if ``target`` is not
+    reachable somewhere.
+    """
+    with torch.no_grad():
+        current = quantiser(x)
+        up = target > current
+        # bisection between x (quantises below the target) and the ball's end (at or above it)
+        low = x.clone()
+        high = torch.where(up, (x + eps).clamp(0, 1), (x - eps).clamp(0, 1))
+        for _ in range(int(iterations)):
+            middle = (low + high) / 2
+            reached = torch.where(up, quantiser(middle) >= target, quantiser(middle) <= target)
+            high = torch.where(reached, middle, high)
+            low = torch.where(reached, low, middle)
+        out = torch.where(target == current, x, high)
+        if not torch.equal(quantiser(out), target):
+            raise ValueError("target holds a level the quantiser cannot reach from the eps-ball of x "
+                             "(use reachable_levels to build targets)")
+        return out
+
+
+class ReachableSet(nn.Module):
+    """The classifier on the quantised images an attacker can reach, parameterised by the unit cube.
+
+    For a pixel with reachable levels ``[lo, hi]`` (:func:`reachable_levels`), ``u`` in
+    [0, 1] picks ``z = lo + u (hi - lo)``; the module returns ``classifier(quantiser(z))``
+    with the quantiser behind :class:`BPDA` (identity backward: the straight-through
+    estimator), so any attack of the course run with ``eps=1`` on ``u`` searches exactly
+    the set of purified images the eps-ball can produce.  With ``rounded=False`` the
+    classifier sees ``z`` itself: a continuous relaxation whose set *contains* every
+    reachable purified image, so an attack on it that fails to fool the classifier is
+    evidence that no attack through the quantiser will.
+    """
+
+    def __init__(self, classifier: nn.Module, quantiser: nn.Module, low: torch.Tensor, high: torch.Tensor,
+                 *, rounded: bool = True):
+        super().__init__()
+        if not isinstance(classifier, nn.Module) or not isinstance(quantiser, nn.Module):
+            raise TypeError("classifier and quantiser must both be torch.nn.Module instances")
+        if low.shape != high.shape or bool((high < low).any()):
+            raise ValueError("low and high must have the same shape with low <= high (see reachable_levels)")
+        self.classifier, self.quantiser = classifier, quantiser
+        self.register_buffer("low", low.detach())
+        self.register_buffer("high", high.detach())
+        self.rounded = bool(rounded)
+
+    def point(self, u: torch.Tensor) -> torch.Tensor:
+        """``lo + u (hi - lo)``, the (unrounded) image that ``u`` picks."""
+        return self.low + u * (self.high - self.low)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        z = self.point(u)
+        return self.classifier(BPDA(self.quantiser)(z) if self.rounded else z)
+
+
+def attack_reachable_set(classifier: nn.Module, quantiser: nn.Module, attack: Callable, **fixed) -> Callable:
+    """An adaptive attack on ``Purified(quantiser, classifier)`` run in the quantiser's output space.
+
+    On a batch it (1) computes the levels each pixel can reach within ``eps``
+    (:func:`reachable_levels`), (2) runs ``attack`` (e.g. ``coursepkg.attacks.pgd``, with the
+    ``fixed`` keyword arguments and ``eps=1``) on :class:`ReachableSet` from the point
+    ``u`` that gives the clean purified image, (3) quantises the result and (4) maps it
+    back to an input of the eps-ball that purifies to it (:func:`preimage_in_ball`).
+    Steps (3)-(4) are exact, so the defended model sees precisely the purified image the
+    attack chose.  Unlike BPDA in the input space, no step is spent inside the staircase's flat parts.
+    ``eps`` is read from the call (as :func:`coursepkg.evaluate.robust_accuracy` passes it) or from ``fixed``.
+    """
+    if not isinstance(classifier, nn.Module) or not isinstance(quantiser, nn.Module):
+        raise TypeError("classifier and quantiser must both be torch.nn.Module instances")
+    if not callable(attack):
+        raise TypeError("attack must be callable, e.g. coursepkg.attacks.pgd")
+    fixed = dict(fixed)
+    default_eps = fixed.pop("eps", None)
+
+    def reachable_set_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        eps = kwargs.pop("eps", default_eps)
+        if eps is None or float(eps) < 0:
+            raise ValueError(f"eps must be given and >= 0 (the L∞ budget in pixel units), got {eps!r}")
+        low, high = reachable_levels(quantiser, x, float(eps))
+        span = high - low
+        start = torch.where(span > 0, (quantiser(x) - low) / span.clamp_min(1e-12), torch.zeros_like(x))
+        view = ReachableSet(classifier, quantiser, low, high).to(x.device)
+        u = attack(view, start, y, **{**fixed, **kwargs, "eps": 1.0})
+        with torch.no_grad():
+            target = quantiser(view.point(u))
+        return preimage_in_ball(quantiser, x, target, float(eps))
+
+    reachable_set_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_in_reachable_set"
+    return reachable_set_attack

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursepkg.adaptive import BPDA, EOT, attack_via
+from coursepkg.adaptive import (BPDA, EOT, ReachableSet, attack_reachable_set, attack_via, preimage_in_ball,
+                                 reachable_levels)
 from coursepkg.defences.purification import JPEG, BitDepth, Purified, TVMinimisation
 
 
@@ -195,3 +196,64 @@ def test_attack_via_crafts_on_the_view_and_passes_the_keyword_arguments():
     assert seen["model"] is view and seen["kwargs"] == {"steps": 7, "eps": 0.1}
     with pytest.raises(TypeError, match="view"):
         attack_via(lambda x: x, recording_attack)
+
+
+# ------------------------------------------------------------------------------------------
+# The reachable set of an elementwise quantiser
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_reachable_levels_match_a_dense_scan_of_the_ball(bits):
+    quantiser, x, eps = BitDepth(bits), images(4), 0.1
+    low, high = reachable_levels(quantiser, x, eps)
+    offsets = torch.linspace(-eps, eps, 201).view(-1, 1, 1, 1, 1)
+    scanned = quantiser((x + offsets).clamp(0, 1))  # every value of a fine grid over the ball
+    assert torch.equal(low, scanned.min(0).values) and torch.equal(high, scanned.max(0).values)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 5])
+def test_preimage_in_ball_purifies_to_any_reachable_target_and_stays_in_the_ball(bits):
+    quantiser, x, eps = BitDepth(bits), images(5), 0.1
+    low, high = reachable_levels(quantiser, x, eps)
+    pick = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
+    target = quantiser(low + pick * (high - low))  # a random reachable purified image
+    x_in = preimage_in_ball(quantiser, x, target, eps)
+    assert torch.equal(quantiser(x_in), target)
+    assert (x_in - x).abs().max() <= eps + 1e-6 and x_in.min() >= 0 and x_in.max() <= 1
+    unchanged = target == quantiser(x)
+    assert torch.equal(x_in[unchanged], x[unchanged])  # the nearest point: x where no change is needed
+
+
+def test_preimage_in_ball_rejects_an_unreachable_target():
+    quantiser, x = BitDepth(1), torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="cannot reach"):
+        preimage_in_ball(quantiser, x, torch.ones_like(x), 0.1)
+
+
+def test_reachable_set_view_spans_exactly_the_reachable_purified_images():
+    quantiser, x, eps = BitDepth(2), images(3), 0.1
+    classifier = tiny_classifier()
+    low, high = reachable_levels(quantiser, x, eps)
+    view = ReachableSet(classifier, quantiser, low, high)
+    for u in (torch.zeros_like(x), torch.ones_like(x)):
+        assert torch.allclose(view(u), classifier(quantiser(view.point(u))))
+    assert torch.equal(view.point(torch.zeros_like(x)), low) and torch.equal(view.point(torch.ones_like(x)), high)
+    u = torch.full_like(x, 0.3).requires_grad_(True)
+    view(u).sum().backward()
+    assert u.grad is not None and u.grad.abs().sum() > 0  # straight-through: not the staircase's zero
+
+
+def test_attack_reachable_set_returns_inputs_in_the_ball_and_beats_the_naive_gradient():
+    from coursepkg.attacks import pgd
+
+    quantiser, x, eps = BitDepth(1), images(6), 0.2
+    classifier = tiny_classifier()
+    y = classifier(quantiser(x)).argmax(1)  # every example right on the defended model
+    defended = Purified(quantiser, classifier)
+    attack = attack_reachable_set(classifier, quantiser, pgd, steps=10, restarts=1)
+    x_adv = attack(defended, x, y, eps=eps)
+    assert (x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    fooled = (defended(x_adv).argmax(1) != y).sum()
+    naive = (defended(pgd(defended, x, y, eps=eps, steps=10)).argmax(1) != y).sum()
+    assert fooled >= naive and fooled > 0
+    with pytest.raises(ValueError, match="eps"):
+        attack_reachable_set(classifier, quantiser, pgd)(defended, x, y)

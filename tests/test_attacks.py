@@ -320,3 +320,54 @@ def test_bad_options_are_rejected_with_the_parameter_named():
     for attack, name in cases:
         with pytest.raises(ValueError, match=name):
             attack(model, x, y)
+
+
+# --------------------------------------------------------------------------------------
+# JSMA's pair search and SPSA's early stop, against direct computations
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("seed", range(5))
+def test_jsma_pair_choice_matches_a_brute_force_search(sign, seed):
+    """The vectorised pair search picks the pair a loop over all pairs picks (Papernot et al.
+    2016, Algorithm 3): admissible when sign*a > 0 and sign*b < 0, both pixels in the domain."""
+    from coursepkg.attacks.jsma import _pair_choice
+
+    g = torch.Generator().manual_seed(seed)
+    n, d = 4, 7
+    alpha = torch.randn(n, d, generator=g, dtype=torch.float64)
+    beta = torch.randn(n, d, generator=g, dtype=torch.float64)
+    domain = torch.rand(n, d, generator=g) > 0.3
+    domain[-1] = False  # an example with no admissible pair at all
+    pairs, found = _pair_choice(alpha, beta, domain, sign)
+    for i in range(n):
+        best, best_score = None, -1.0
+        for p, q in itertools.permutations(range(d), 2):
+            a, b = alpha[i, p] + alpha[i, q], beta[i, p] + beta[i, q]
+            if domain[i, p] and domain[i, q] and sign * a > 0 and sign * b < 0 and abs(a * b) > best_score:
+                best, best_score = {p, q}, float(abs(a * b))
+        assert bool(found[i]) == (best is not None)
+        if best is not None:
+            assert set(pairs[i].tolist()) == best
+
+
+class ConstantLogits(nn.Module):
+    """Always class 0, whatever the input; counts the images it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return torch.tensor([1.0, 0.0], dtype=x.dtype).expand(len(x), 2)
+
+
+def test_spsa_spends_no_queries_on_examples_already_fooled():
+    x, _ = random_batch((5, 1, 4), torch.float32, 12)
+    model = ConstantLogits()
+    x_adv = spsa(model, x, torch.ones(5, dtype=torch.long), eps=0.1, iters=3, samples=4)
+    assert model.images == len(x), "every example is misclassified from the start: one look, no estimates"
+    assert float((x_adv - x).abs().max()) <= 0.1 + TOL
+    model.images = 0
+    spsa(model, x, torch.zeros(5, dtype=torch.long), eps=0.1, iters=3, samples=4)  # never fooled
+    assert model.images == len(x) * (3 + 1) + len(x) * 3 * 2 * 4  # 4 looks, 3 estimates of 2 x 4 probes

@@ -172,7 +172,9 @@ def test_a_substitute_attack_transfers_well_above_chance(cnn, data, test_set):
         return predictions(cnn, images)  # labels, nothing else
 
     substitute = train_substitute(label_only_oracle, x_train[-150:], rounds=3, epochs=8, lam=0.1)
-    assert substitute.substitute_facts["oracle_queries"] == sum(oracle_calls) == 150 * (1 + 2 + 4)
+    # every point is labelled once: the seed images, then the points each augmentation adds
+    assert substitute.substitute_facts["oracle_queries"] == sum(oracle_calls) == 150 * 4
+    assert substitute.substitute_facts["set_sizes"] == [150, 300, 600]
     eps = 0.2
     transferred = transfer_attack(substitute, x, y, attack=functools.partial(pgd, steps=10), eps=eps)
     assert float((transferred - x).abs().max()) <= eps + 1e-6

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coursepkg.defences.pixelcnn import LEVELS, MaskedConv2d, PixelCNN, PixelDefend, pixeldefend, to_levels
+from coursepkg.defences.pixelcnn import (LEVELS, MaskedConv2d, NearestCandidate, PixelCNN, PixelDefend,
+                                        attack_pixeldefend_outputs, pixeldefend, pixeldefend_candidates, to_levels)
 from coursepkg.recipes.purification import pixelcnn_loss
 
 
@@ -126,3 +127,61 @@ def test_pixeldefend_is_batched_the_batch_equals_image_by_image_and_has_zero_gra
 def test_pixelcnn_refuses_colour_images():
     with pytest.raises(ValueError, match="grey"):
         PixelCNN("cifar10")
+
+
+# ------------------------------------------------------------------------------------------
+# What an attacker can make PixelDefend output
+# ------------------------------------------------------------------------------------------
+def test_pixeldefend_candidates_at_shift_zero_are_the_purified_image():
+    model, x = small_pixelcnn(), images(2, seed=3)
+    purified = pixeldefend(model, x, 0.1)
+    outputs, shifts = pixeldefend_candidates(model, x, purified, 0.1, 0.05)
+    assert outputs.shape == (*x.shape, len(shifts)) and shifts.tolist() == list(range(-12, 13))
+    torch.testing.assert_close(outputs[..., shifts.tolist().index(0)], purified)
+
+
+def test_pixeldefend_candidates_predict_the_output_of_a_shifted_pixel():
+    # shifting pixel (i, j) leaves every pixel before it -- its context -- unchanged, so the
+    # real PixelDefend's output at (i, j) must be the candidate listed for that shift
+    model, x = small_pixelcnn(), images(1, seed=4)
+    purified = pixeldefend(model, x, 0.1)
+    outputs, shifts = pixeldefend_candidates(model, x, purified, 0.1, 0.05)
+    cases = [(i, j, shift) for (i, j) in ((3, 5), (14, 27), (27, 0)) for shift in (-12, -5, 7, 12)]
+    shifted = x.repeat(len(cases), 1, 1, 1)  # one copy per case, purified in one batch
+    for k, (i, j, shift) in enumerate(cases):
+        shifted[k, 0, i, j] = (to_levels(x[0, 0, i, j]) + shift).clamp(0, 255).float() / 255
+    real = pixeldefend(model, shifted, 0.1)
+    for k, (i, j, shift) in enumerate(cases):
+        assert real[k, 0, i, j] == outputs[0, 0, i, j, shifts.tolist().index(shift)], (i, j, shift)
+
+
+def test_nearest_candidate_snaps_to_the_closest_listed_value():
+    candidates = torch.tensor([0.0, 0.4, 0.5, 1.0]).view(1, 1, 1, 1, 4).expand(1, 1, 2, 2, 4)
+    z = torch.tensor([[0.1, 0.46], [0.7, 0.9]]).view(1, 1, 2, 2)
+    assert torch.equal(NearestCandidate(candidates)(z), torch.tensor([[0.0, 0.5], [0.5, 1.0]]).view(1, 1, 2, 2))
+
+
+def test_attack_pixeldefend_outputs_maps_the_chosen_outputs_back_into_the_ball():
+    model, x = small_pixelcnn(), images(2, seed=5)
+    purifier = PixelDefend(model, 0.1)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 3))
+    y = torch.tensor([0, 1])
+    planned = {}
+
+    def random_choice(view, u, y, **kwargs):  # an "attack" that picks a random reachable output
+        assert kwargs["eps"] == 1.0
+        u = torch.rand(u.shape, generator=torch.Generator().manual_seed(0))
+        planned["outputs"] = view.quantiser(view.point(u))
+        return u
+
+    x_adv = attack_pixeldefend_outputs(classifier, purifier, random_choice)(None, x, y, eps=0.05)
+    assert (x_adv - x).abs().max() <= 0.05 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    # up to the first moved pixel the context is the clean one, so the plan is exact there
+    first = int((x_adv != x).flatten(1).float().argmax(1)[0])
+    real = purifier(x_adv).flatten(1)[0, :first + 1]
+    torch.testing.assert_close(real, planned["outputs"].flatten(1)[0, :first + 1])
+
+    def no_change(view, u, y, **kwargs):
+        return u
+
+    assert torch.equal(attack_pixeldefend_outputs(classifier, purifier, no_change)(None, x, y, eps=0.05), x)

@@ -68,8 +68,10 @@ def train_substitute(oracle: nn.Module | Callable, x_seed: torch.Tensor, *, roun
                      progress: bool = False) -> nn.Module:
     """Train a substitute of ``oracle`` from the seed images ``x_seed`` (Papernot et al. 2017, Algorithm 1).
 
-    Each of ``rounds`` rounds labels the current set with the oracle, trains the substitute
-    on it for ``epochs`` epochs, then doubles the set with :func:`~coursepkg.attacks.blackbox.jacobian_augmentation`
+    Each of ``rounds`` rounds asks the oracle for the labels of the points added since the
+    last round (the first round: the seed images; the attacker keeps the labels it already
+    has, so ``n * 2**(rounds - 1)`` queries in all), trains the substitute on the whole
+    labelled set for ``epochs`` epochs, then doubles the set with :func:`~coursepkg.attacks.blackbox.jacobian_augmentation`
     (step ``lam``, its sign flipped every ``tau`` rounds when ``tau`` is given, their
     periodic step size).  ``rounds`` and ``epochs`` default to the profile's
     ``substitute_rounds`` and ``substitute_epochs``.  ``build()`` makes the untrained
@@ -87,10 +89,12 @@ def train_substitute(oracle: nn.Module | Callable, x_seed: torch.Tensor, *, roun
         tau = check_positive_int(tau, "tau")
     substitute = build() if build is not None else classifier_for(_info_for(x_seed), width=16)
     x_set = x_seed.detach().cpu()
+    labels = torch.empty(0, dtype=torch.long)
     queries, sizes = 0, []
     for rho in range(rounds):
-        labels = _labels_from(oracle, x_set)
-        queries += len(x_set)
+        new_points = x_set[len(labels):]  # the attacker remembers the labels it already has
+        labels = torch.cat([labels, _labels_from(oracle, new_points)])
+        queries += len(new_points)
         sizes.append(len(x_set))
         train(substitute, x_set, labels, cross_entropy_loss, epochs=epochs,
               batch_size=batch_size or prof.batch_size, lr=lr or prof.lr, seed=seed + rho,

@@ -17,7 +17,8 @@ _TANH_SHRINK = 1 - 1e-6
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int | None = None,
           search_steps: int | None = None, c_init: float = 1e-2, confidence: float = 0.0,
           lr: float = 5e-2, target: torch.Tensor | None = None) -> torch.Tensor:
-    """Carlini and Wagner's L2 attack (Carlini and Wagner 2017, section V.A, eq. on p. 9).
+    """Carlini and Wagner's L2 attack (Carlini and Wagner 2017, section V.A: the L2 attack,
+    with their loss f_6 and the tanh change of variables, both introduced in section IV).
 
     Minimises ``||x' - x||_2^2 + c * f(x')`` over ``x' = (tanh(w) + 1) / 2`` (the change of
     variables that keeps x' in [0, 1]) with Adam, where

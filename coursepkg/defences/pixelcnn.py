@@ -240,3 +240,85 @@ class PixelDefend(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps_defend={self.eps_defend}"
+
+
+# --------------------------------------------------------------------------------------
+# What an attacker within eps can make PixelDefend output
+# --------------------------------------------------------------------------------------
+def pixeldefend_candidates(pixelcnn: PixelCNN, x: torch.Tensor, context: torch.Tensor, eps_defend: float,
+                           eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PixelDefend's output at every pixel for every attacker shift within ``eps``, the context held fixed.
+
+    PixelDefend moves pixel (i, j) of its input ``x'`` to
+    ``argmax_{|v - x'_ij| <= eps_defend} p(v | context_<(i,j))``.  With the conditioning
+    pixels fixed to ``context`` (e.g. the purified clean image), that output depends on
+    ``x'_ij`` alone, and an attacker can shift ``x'_ij`` by ``a`` levels, ``|a| <= 255 eps``.
+    Returns ``(outputs, shifts)``: ``outputs`` is N x C x H x W x K, the output in [0, 1] for
+    each of the K shifts ``shifts`` (a vector of levels).  A pixel whose outputs all agree
+    is locked: no perturbation within eps moves it while the context stands.
+    """
+    steps = math.floor(float(eps_defend) * (LEVELS - 1) + 1e-6)
+    reach = math.floor(float(eps) * (LEVELS - 1) + 1e-6)
+    dev = next(pixelcnn.parameters()).device
+    levels = to_levels(x.detach().to(dev)).unsqueeze(-1)  # N x 1 x H x W x 1
+    with torch.no_grad():
+        logits = pixelcnn.logits_last(context.detach().to(dev)).unsqueeze(1)  # N x 1 x H x W x 256
+    grid = torch.arange(LEVELS, device=dev)
+    shifts = torch.arange(-reach, reach + 1, device=dev)
+    outputs = []
+    for a in shifts.tolist():  # 2 * 255 eps + 1 masked argmaxes over the batch
+        centre = (levels + a).clamp(0, LEVELS - 1)
+        outputs.append(logits.masked_fill((grid - centre).abs() > steps, float("-inf")).argmax(-1))
+    return torch.stack(outputs, -1).float().div(LEVELS - 1).to(x), shifts
+
+
+class NearestCandidate(nn.Module):
+    """Snaps every pixel to the nearest of its own candidate values (``candidates``: N x C x H x W x K)."""
+
+    def __init__(self, candidates: torch.Tensor):
+        super().__init__()
+        self.register_buffer("candidates", candidates)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        nearest = (self.candidates - z.unsqueeze(-1)).abs().argmin(-1, keepdim=True)
+        return self.candidates.gather(-1, nearest).squeeze(-1)
+
+
+def attack_pixeldefend_outputs(classifier: nn.Module, purifier: "PixelDefend", attack, **fixed):
+    """An adaptive attack on ``Purified(purifier, classifier)`` run in PixelDefend's output space.
+
+    On a batch: purify ``x`` once; with that purified image as the fixed context, list the
+    outputs each pixel can take under every shift within ``eps``
+    (:func:`pixeldefend_candidates`); run ``attack`` (``eps=1``, the ``fixed`` keyword
+    arguments) on :class:`coursepkg.adaptive.ReachableSet` over those outputs; then give
+    every pixel the smallest shift that produces the output the attack chose.  The real
+    PixelDefend then re-purifies with the *new* context, which can differ from the plan:
+    the attack is exact pixel by pixel, an approximation across pixels, and so only an
+    upper bound on what survives, like every attack.
+    """
+    from ..adaptive import ReachableSet
+
+    fixed = dict(fixed)
+    default_eps = fixed.pop("eps", None)
+
+    def pixeldefend_output_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        eps = kwargs.pop("eps", default_eps)
+        if eps is None or float(eps) < 0:
+            raise ValueError(f"eps must be given and >= 0 (the L∞ budget in pixel units), got {eps!r}")
+        with torch.no_grad():
+            context = purifier(x)
+        outputs, shifts = pixeldefend_candidates(purifier.pixelcnn, x, context, purifier.eps_defend, float(eps))
+        view = ReachableSet(classifier, NearestCandidate(outputs), outputs.min(-1).values,
+                            outputs.max(-1).values).to(x.device)
+        span = view.high - view.low
+        start = torch.where(span > 0, (context - view.low) / span.clamp_min(1e-12), torch.zeros_like(x))
+        u = attack(view, start, y, **{**fixed, **kwargs, "eps": 1.0})
+        with torch.no_grad():
+            chosen = view.quantiser(view.point(u))
+            cost = torch.where(outputs == chosen.unsqueeze(-1), shifts.abs(), torch.full_like(shifts, LEVELS))
+            shift = shifts[cost.argmin(-1)]
+            x_adv = (to_levels(x) + shift).clamp(0, LEVELS - 1).to(x.dtype) / (LEVELS - 1)
+            return torch.minimum(torch.maximum(x_adv, x - float(eps)), x + float(eps)).clamp(0, 1)
+
+    pixeldefend_output_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_in_pixeldefend_outputs"
+    return pixeldefend_output_attack
