@@ -229,6 +229,18 @@ class ReachableSet(nn.Module):
         return self.classifier(BPDA(self.quantiser)(z) if self.rounded else z)
 
 
+def budget_from(kwargs: dict, default: float | None) -> float:
+    """Pop ``eps`` from an attack call's keyword arguments (else ``default``) and check it.
+
+    The attacks built here run another attack with ``eps=1`` on a reparametrised view, so
+    the caller's L-infinity budget has to be taken out of the keywords first.
+    """
+    eps = kwargs.pop("eps", default)
+    if eps is None or float(eps) < 0:
+        raise ValueError(f"eps must be given and >= 0 (the L∞ budget in pixel units), got {eps!r}")
+    return float(eps)
+
+
 def attack_reachable_set(classifier: nn.Module, quantiser: nn.Module, attack: Callable, **fixed) -> Callable:
     """An adaptive attack on ``Purified(quantiser, classifier)`` run in the quantiser's output space.
 
@@ -249,9 +261,7 @@ def attack_reachable_set(classifier: nn.Module, quantiser: nn.Module, attack: Ca
     default_eps = fixed.pop("eps", None)
 
     def reachable_set_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        eps = kwargs.pop("eps", default_eps)
-        if eps is None or float(eps) < 0:
-            raise ValueError(f"eps must be given and >= 0 (the L∞ budget in pixel units), got {eps!r}")
+        eps = budget_from(kwargs, default_eps)
         low, high = reachable_levels(quantiser, x, float(eps))
         span = high - low
         start = torch.where(span > 0, (quantiser(x) - low) / span.clamp_min(1e-12), torch.zeros_like(x))

@@ -296,15 +296,13 @@ def attack_pixeldefend_outputs(classifier: nn.Module, purifier: "PixelDefend", a
     the attack is exact pixel by pixel, an approximation across pixels, and so only an
     upper bound on what survives, like every attack.
     """
-    from ..adaptive import ReachableSet
+    from ..adaptive import ReachableSet, budget_from
 
     fixed = dict(fixed)
     default_eps = fixed.pop("eps", None)
 
     def pixeldefend_output_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        eps = kwargs.pop("eps", default_eps)
-        if eps is None or float(eps) < 0:
-            raise ValueError(f"eps must be given and >= 0 (the L∞ budget in pixel units), got {eps!r}")
+        eps = budget_from(kwargs, default_eps)
         with torch.no_grad():
             context = purifier(x)
         outputs, shifts = pixeldefend_candidates(purifier.pixelcnn, x, context, purifier.eps_defend, float(eps))
