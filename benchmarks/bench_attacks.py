@@ -14,12 +14,7 @@ Never enforced by a test: speed depends on the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import statistics
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,32 +24,7 @@ from coursepkg.attacks.spsa import MAX_IMAGES_PER_PASS
 from coursepkg.config import device as default_device
 from coursepkg.models import SmallCNN
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def _time_once(fn, dev) -> float:
-    _sync(dev)
-    start = time.perf_counter()
-    fn()
-    _sync(dev)
-    return time.perf_counter() - start
-
-
-def _interleaved(first, second, dev, repeats: int) -> tuple[list[float], list[float]]:
-    """Times of ``first`` and ``second`` run alternately after one warm-up each, so that a
-    slow spell of a shared machine hits both."""
-    first(), second()
-    times_first, times_second = [], []
-    for _ in range(repeats):
-        times_first.append(_time_once(first, dev))
-        times_second.append(_time_once(second, dev))
-    return times_first, times_second
-
+from _timing import interleaved, machine, write_section
 
 def bare_loop(model, x, y, steps: int, step_size: float) -> torch.Tensor:
     """The floor PGD is measured against: forward, loss, input gradient, a sign step."""
@@ -67,21 +37,6 @@ def bare_loop(model, x, y, steps: int, step_size: float) -> torch.Tensor:
     return x_adv.detach()
 
 
-def machine(dev: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({cpu})"
-    load = f", load average {os.getloadavg()[0]:.1f} when it finished" if hasattr(os, "getloadavg") else ""
-    return (f"{where}; {os.cpu_count()} logical cores{load}; torch {torch.__version__} using "
-            f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}")
-
-
 def bench_pgd(dev, batch: int, steps: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = SmallCNN("fashion-mnist", width=16).to(dev).eval()  # the zoo's architecture
@@ -91,7 +46,7 @@ def bench_pgd(dev, batch: int, steps: int, repeats: int) -> dict:
     y = torch.randint(0, 10, (batch,), device=dev)
     eps = 0.1
     step_size = 2.5 * eps / steps
-    bare, attack = _interleaved(lambda: bare_loop(model, x, y, steps, step_size),
+    bare, attack = interleaved(lambda: bare_loop(model, x, y, steps, step_size),
                                 lambda: pgd(model, x, y, eps=eps, steps=steps, restarts=1), dev, repeats)
     b, a = statistics.median(bare), statistics.median(attack)
     return {"batch": batch, "steps": steps, "bare_s": b, "pgd_s": a, "ratio": a / b,
@@ -104,21 +59,13 @@ def bench_spsa(dev, batch: int, samples: int, iters: int, repeats: int) -> dict:
     x = torch.rand(batch, 1, 28, 28, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
     run = dict(eps=0.1, iters=iters, samples=samples)
-    batched, looped = _interleaved(lambda: spsa(model, x, y, **run),
+    batched, looped = interleaved(lambda: spsa(model, x, y, **run),
                                    lambda: spsa(model, x, y, samples_per_pass=1, **run), dev, repeats)
     b, l_ = statistics.median(batched), statistics.median(looped)
     limit = MAX_IMAGES_PER_PASS.get(dev.type, 2048)
     return {"batch": batch, "samples": samples, "iters": iters, "batched_s": b, "loop_s": l_,
             "per_pass": 2 * batch * max(1, min(samples, limit // (2 * batch))),
             "speed_up": l_ / b}
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) the section '## Attacks' of RESULTS.md, leaving the others alone."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Attacks\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new)
 
 
 def main() -> None:
@@ -155,7 +102,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("Attacks", text)
 
 
 if __name__ == "__main__":

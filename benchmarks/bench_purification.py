@@ -17,12 +17,6 @@ Never enforced by a test: speed depends on the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
-import statistics
-import time
-from pathlib import Path
 
 import torch
 
@@ -31,32 +25,7 @@ from coursepkg.defences.pixelcnn import PixelCNN, pixeldefend
 from coursepkg.defences.purification import JPEG, tv_minimise
 from coursepkg.zoo import recipe
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def _median_time(fn, dev, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(dev)
-        start = time.perf_counter()
-        fn()
-        _sync(dev)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def machine(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s) "
-            f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
-
+from _timing import machine, median_time, write_section
 
 def images(n: int, dev: torch.device) -> torch.Tensor:
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(dev)
@@ -65,8 +34,8 @@ def images(n: int, dev: torch.device) -> torch.Tensor:
 def bench_tv(dev, batch: int, iterations: int, repeats: int) -> dict:
     x = images(batch, dev)
     mask = torch.bernoulli(torch.full_like(x, 0.5))
-    batched = _median_time(lambda: tv_minimise(x, mask, 0.05, iterations), dev, repeats)
-    looped = _median_time(lambda: [tv_minimise(x[k:k + 1], mask[k:k + 1], 0.05, iterations)
+    batched = median_time(lambda: tv_minimise(x, mask, 0.05, iterations), dev, repeats)
+    looped = median_time(lambda: [tv_minimise(x[k:k + 1], mask[k:k + 1], 0.05, iterations)
                                    for k in range(batch)], dev, repeats)
     return {"batch": batch, "iterations": iterations, "batched_s": batched, "loop_s": looped,
             "speedup": looped / batched}
@@ -80,23 +49,15 @@ def bench_pixeldefend(dev, batches: list[int], repeats: int) -> list[dict]:
     rows = []
     for batch in batches:
         x = images(batch, dev)
-        seconds = _median_time(lambda: pixeldefend(model, x, 0.1), dev, repeats)
+        seconds = median_time(lambda: pixeldefend(model, x, 0.1), dev, repeats)
         rows.append({"batch": batch, "seconds": seconds, "ms_per_image": 1000 * seconds / batch})
     return rows
 
 
 def bench_jpeg(dev, batch: int, repeats: int) -> dict:
     x = images(batch, dev)
-    seconds = _median_time(lambda: JPEG(75)(x), dev, repeats)
+    seconds = median_time(lambda: JPEG(75)(x), dev, repeats)
     return {"batch": batch, "ms_per_image": 1000 * seconds / batch}
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) the section '## Purification' of RESULTS.md, leaving the others alone."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Purification\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new)
 
 
 def main() -> None:
@@ -126,7 +87,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("Purification", text)
 
 
 if __name__ == "__main__":
