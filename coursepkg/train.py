@@ -146,14 +146,3 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, mininterval=1.0)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
-    """The model's predicted labels on ``x``, computed in batches on the model's device."""
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    preds = [model(x[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(preds)

@@ -182,7 +182,8 @@ def test_pgd_training_raises_pgd_accuracy_over_standard_training():
     """On a small Fashion-MNIST problem, PGD training must beat standard training under PGD."""
     from coursepkg.data import load_dataset, subset
     from coursepkg.models import SmallCNN
-    from coursepkg.train import predict, train
+    from coursepkg.evaluate import accuracy
+    from coursepkg.train import train
 
     x, y = subset(*load_dataset("fashion-mnist", "train"), 3000)
     xt, yt = subset(*load_dataset("fashion-mnist", "test"), 300)
@@ -190,7 +191,7 @@ def test_pgd_training_raises_pgd_accuracy_over_standard_training():
 
     def pgd_accuracy(model):
         x_adv = attacks.pgd(model, xt, yt, eps=eps, steps=10)
-        return float((predict(model, x_adv) == yt).float().mean())
+        return accuracy(model, x_adv, yt)
 
     standard, robust = SmallCNN(width=8), SmallCNN(width=8)
     kw = dict(epochs=3, batch_size=64, lr=2e-3, device="cpu", progress=False)

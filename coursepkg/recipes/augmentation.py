@@ -51,7 +51,7 @@ def robustness_monitor(info, profile, record: list):
     """An ``on_epoch_end`` callback appending clean, FGSM and PGD accuracy on ``MONITOR_SIZE``
     test images, and the seconds it spent doing so, to ``record``."""
     from ..attacks import fgsm, pgd
-    from ..train import predict
+    from ..evaluate import accuracy
 
     x, y = subset(*load_dataset(info.name, "test"), MONITOR_SIZE, seed=_MONITOR_SEED)
 
@@ -59,7 +59,7 @@ def robustness_monitor(info, profile, record: list):
         start = time.perf_counter()
 
         def acc(images):
-            return float((predict(model, images) == y).float().mean())
+            return accuracy(model, images, y)
 
         dev = next(model.parameters()).device
         xd, yd = x.to(dev), y.to(dev)
