@@ -62,6 +62,37 @@ class Profile:
     pixelcnn_epochs: int  #: epochs of PixelCNN training
     pixeldefend_eval_subset: int  #: test examples PixelDefend is evaluated on (one PixelCNN pass per pixel)
     pixeldefend_attack_steps: int  #: PGD steps of the attacks through PixelDefend (a purification per step)
+    # --- the strongest evaluation (evaluate.strongest) -------------------------------------
+    apgd_steps: int  #: iterations of every APGD run (Croce & Hein 2020 use 100)
+    apgd_restarts: int  #: random restarts of APGD-CE
+    apgd_targets: int  #: target classes of targeted APGD-DLR (the top-k other classes; AutoAttack: 9)
+    # --- chapter 4: gradient regularisation -------------------------------------------------
+    gradreg_train_subset: int | None  #: training images of every chapter-4 recipe (``None``: all)
+    gradreg_epochs: int  #: epochs of every chapter-4 recipe (contractive, input gradient, teacher, student)
+    gradreg_eval_subset: int  #: test images of chapter 4's strongest (adaptive) evaluation
+    # --- chapter 5: randomness --------------------------------------------------------------
+    random_eval_draws: int  #: draws k of the randomness that judge every answer of a randomised model
+    random_eval_subset: int  #: test examples of the adaptive (EOT) evaluation of the randomised defences
+    eot_max_samples: int  #: the largest number of EOT samples (the sweep 1, 2, 4, .. and EOT-PGD's)
+    eot_sweep_subset: int  #: test examples of the sweep of robust accuracy against EOT samples
+    # --- chapter 6: detection ---------------------------------------------------------------
+    detector_train_subset: int | None  #: training images (and as many adversarial ones) of the detector network
+    detector_epochs: int  #: epochs of detector-network training (Metzen et al. 2017)
+    detector_attack_steps: int  #: BIM steps that make the detector's adversarial training images
+    kde_train_subset: int | None  #: training images whose features the kernel density holds (Feinman et al.: all)
+    mc_samples: int  #: stochastic passes T of the Monte-Carlo dropout uncertainty (Feinman et al.: 50)
+    detection_eval_subset: int  #: test images of chapter 6's ROC curves and adaptive attacks
+    # --- chapter 8: certified robustness ------------------------------------------------------
+    smoothing_train_subset: int | None  #: training examples of the Gaussian-noise (smoothing) recipes
+    smoothing_epochs: int  #: epochs of Gaussian-noise training (Cohen et al. 2019)
+    certify_subset: int  #: test examples certified (and attacked) by chapter 8
+    smoothing_n0: int  #: noise samples that select the top class in CERTIFY (Cohen et al.: 100)
+    smoothing_n: int  #: noise samples that estimate its probability (Cohen et al.: 100,000)
+    smoothing_votes: int  #: noise samples of the Monte-Carlo smoothed prediction under attack
+    ibp_train_subset: int | None  #: training examples of the IBP recipe
+    ibp_epochs: int  #: epochs of IBP training (Gowal et al. 2018)
+    ibp_warmup_epochs: float  #: epochs of clean training before the ramp-up
+    ibp_rampup_epochs: float  #: epochs over which eps grows from 0 to its value
 
     def replace(self, **changes) -> "Profile":
         """A copy with some budgets changed (handy in exercises: ``profile().replace(epochs=1)``)."""
@@ -99,6 +130,36 @@ QUICK = Profile(
     pixelcnn_epochs=2,
     pixeldefend_eval_subset=40,
     pixeldefend_attack_steps=10,
+    apgd_steps=50,
+    apgd_restarts=1,
+    apgd_targets=3,
+    # chapter 4
+    gradreg_train_subset=10_000,
+    gradreg_epochs=3,
+    gradreg_eval_subset=200,
+    # chapter 5
+    random_eval_draws=16,
+    random_eval_subset=100,
+    eot_max_samples=32,
+    eot_sweep_subset=50,
+    # chapter 6
+    detector_train_subset=2_000,
+    detector_epochs=3,
+    detector_attack_steps=5,
+    kde_train_subset=2_000,
+    mc_samples=10,
+    detection_eval_subset=100,
+    # chapter 8
+    smoothing_train_subset=10_000,
+    smoothing_epochs=3,
+    certify_subset=100,
+    smoothing_n0=100,
+    smoothing_n=500,
+    smoothing_votes=100,
+    ibp_train_subset=10_000,
+    ibp_epochs=4,
+    ibp_warmup_epochs=0.25,
+    ibp_rampup_epochs=2,
 )
 
 FULL = Profile(
@@ -129,6 +190,36 @@ FULL = Profile(
     pixelcnn_epochs=20,
     pixeldefend_eval_subset=500,
     pixeldefend_attack_steps=100,
+    apgd_steps=100,
+    apgd_restarts=5,
+    apgd_targets=9,
+    # chapter 4
+    gradreg_train_subset=None,
+    gradreg_epochs=20,
+    gradreg_eval_subset=1_000,
+    # chapter 5
+    random_eval_draws=100,
+    random_eval_subset=1000,
+    eot_max_samples=128,
+    eot_sweep_subset=500,
+    # chapter 6
+    detector_train_subset=None,
+    detector_epochs=10,
+    detector_attack_steps=10,
+    kde_train_subset=None,
+    mc_samples=50,
+    detection_eval_subset=1_000,
+    # chapter 8
+    smoothing_train_subset=None,
+    smoothing_epochs=20,
+    certify_subset=500,
+    smoothing_n0=100,
+    smoothing_n=100_000,
+    smoothing_votes=1_000,
+    ibp_train_subset=None,
+    ibp_epochs=100,
+    ibp_warmup_epochs=3,
+    ibp_rampup_epochs=17,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QUICK, FULL)}
@@ -142,17 +233,38 @@ def device() -> torch.device:
     forced = os.environ.get(DEVICE_ENV, "").strip()
     if forced:
         try:
-            return torch.device(forced)
+            chosen = torch.device(forced)
         except RuntimeError as err:
             raise ValueError(
                 f"{DEVICE_ENV}={forced!r} is not a device torch knows; use cpu, cuda or mps"
             ) from err
+        _check_available(chosen)
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_available(chosen: torch.device) -> None:
+    """Raise a one-line error when a forced device is not usable on this machine."""
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"{DEVICE_ENV}={chosen} asks for CUDA, but CUDA is not available on this machine; "
+                f"unset {DEVICE_ENV} or set it to cpu")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"{DEVICE_ENV}={chosen} asks for CUDA device {chosen.index}, but this machine has "
+                f"{torch.cuda.device_count()}; choose cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if chosen.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RuntimeError(
+                f"{DEVICE_ENV}={chosen} asks for Apple MPS, but MPS is not available on this machine; "
+                f"unset {DEVICE_ENV} or set it to cpu")
 
 
 def default_profile_name() -> str:
@@ -167,6 +279,8 @@ def profile(name: str | Profile | None = None) -> Profile:
     """The budget profile called ``name`` (default: :func:`default_profile_name`)."""
     if isinstance(name, Profile):
         return name
+    if isinstance(getattr(name, "profile", None), Profile):  # a zoo.ProfileView
+        return name.profile
     name = default_profile_name() if name is None else str(name).strip().lower()
     if name not in PROFILES:
         raise ValueError(

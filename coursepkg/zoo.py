@@ -47,6 +47,10 @@ RECIPE_MODULES = (
     "coursepkg.recipes.standard",
     "coursepkg.recipes.augmentation",
     "coursepkg.recipes.purification",
+    "coursepkg.recipes.gradient_regularisation",
+    "coursepkg.recipes.randomness",
+    "coursepkg.recipes.detection",
+    "coursepkg.recipes.certified",
 )
 
 
@@ -59,6 +63,39 @@ class Recipe:
     fit: Callable[..., dict | None]
     defaults: dict = field(default_factory=dict)
     description: str = ""
+    #: the :class:`~coursepkg.config.Profile` fields ``fit`` reads (None: every field).
+    #: Only these key the checkpoint, so a budget added for another chapter does not
+    #: retrain this recipe; ``fit`` sees a view that refuses any other field.
+    uses: tuple[str, ...] | None = None
+
+
+class ProfileView:
+    """The fields ``uses`` of a :class:`Profile`, and nothing else.
+
+    A recipe's ``fit`` receives one, so reading a budget that does not key its checkpoint
+    (and so could leave a stale model in the cache) is an error, not a silent bug.
+    """
+
+    def __init__(self, profile: Profile, uses: tuple[str, ...], recipe_name: str):
+        self._profile, self._uses, self._recipe = profile, tuple(uses), recipe_name
+
+    @property
+    def profile(self) -> Profile:
+        """The whole profile (for :func:`get` of a recipe this one depends on)."""
+        return self._profile
+
+    @property
+    def name(self) -> str:
+        return self._profile.name
+
+    def __getattr__(self, field_name: str):
+        if field_name.startswith("_"):
+            raise AttributeError(field_name)
+        if field_name not in self._uses:
+            raise AttributeError(
+                f"recipe {self._recipe!r} reads profile field {field_name!r} but does not declare "
+                f"it; add it to uses= in its @register(...)")
+        return getattr(self._profile, field_name)
 
 
 _RECIPES: dict[str, Recipe] = {}
@@ -66,7 +103,7 @@ _loaded_modules = False
 
 
 def register(name: str, *, build: Callable[..., nn.Module], defaults: dict | None = None,
-             description: str = "") -> Callable:
+             description: str = "", uses: tuple[str, ...] | None = None) -> Callable:
     """Decorator that registers ``fit`` as recipe ``name``.
 
     For example::
@@ -76,8 +113,13 @@ def register(name: str, *, build: Callable[..., nn.Module], defaults: dict | Non
     """
 
     def decorator(fit: Callable) -> Callable:
+        if uses is not None:
+            unknown = set(uses) - set(Profile.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"recipe {name!r}: uses= names unknown profile fields {sorted(unknown)}")
         _RECIPES[name] = Recipe(name, build, fit, dict(defaults or {}),
-                                description or (fit.__doc__ or "").strip().split("\n")[0])
+                                description or (fit.__doc__ or "").strip().split("\n")[0],
+                                None if uses is None else tuple(sorted(set(uses))))
         return fit
 
     return decorator
@@ -140,7 +182,10 @@ def configuration(name: str, dataset: str | DatasetInfo = "fashion-mnist",
             f"it takes {sorted(rec.defaults)}"
         )
     hp = {**rec.defaults, **hyperparameters}
-    return {"recipe": name, "dataset": info.name, "profile": prof.as_dict(),
+    budgets = prof.as_dict()
+    if rec.uses is not None:
+        budgets = {"name": prof.name, **{k: budgets[k] for k in rec.uses}}
+    return {"recipe": name, "dataset": info.name, "profile": budgets,
             "hyperparameters": hp, "seed": int(seed), "version": __version__}
 
 
@@ -219,7 +264,8 @@ def get(name: str, dataset: str | DatasetInfo = "fashion-mnist", profile: str | 
     if facts is None:
         start = time.perf_counter()
         model.to(dev)
-        facts = dict(rec.fit(model, info, prof, dev, seed=seed, **hp) or {})
+        view = prof if rec.uses is None else ProfileView(prof, rec.uses, name)
+        facts = dict(rec.fit(model, info, view, dev, seed=seed, **hp) or {})
         facts.setdefault("train_seconds", time.perf_counter() - start)
         facts.setdefault("device", str(dev))
         save_checkpoint(model, path, config, facts)

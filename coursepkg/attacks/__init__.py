@@ -17,6 +17,8 @@ attack                    norm               paper
 :func:`fgsm`              L∞                 Goodfellow et al. 2015
 :func:`rfgsm`             L∞                 Tramèr et al. 2018
 :func:`pgd`, :func:`bim`  L∞ or L2           Madry et al. 2018; Kurakin et al. 2017
+:func:`apgd`              L∞ or L2           Croce and Hein 2020 (CE or DLR loss)
+:func:`apgd_targeted`     L∞ or L2           Croce and Hein 2020 (APGD-T, top-k targets)
 :func:`cw_l2`             L2 (minimal)       Carlini and Wagner 2017
 :func:`jsma`              L0                 Papernot et al. 2016
 :func:`deepfool`          L2 (minimal)       Moosavi-Dezfooli et al. 2016
@@ -27,6 +29,7 @@ attack                    norm               paper
 
 from ._common import attack_loss, attack_mode, margin
 from .gradient import bim, fgsm, pgd, rfgsm
+from .apgd import apgd, apgd_targeted, dlr_loss
 from . import blackbox
 from .blackbox import train_substitute, transfer_attack
 from .cw import cw_l2
@@ -34,5 +37,5 @@ from .deepfool import deepfool
 from .jsma import jsma
 from .spsa import spsa
 
-__all__ = ["fgsm", "rfgsm", "pgd", "bim", "cw_l2", "deepfool", "jsma", "spsa",
+__all__ = ["fgsm", "rfgsm", "pgd", "bim", "apgd", "apgd_targeted", "dlr_loss", "cw_l2", "deepfool", "jsma", "spsa",
            "blackbox", "train_substitute", "transfer_attack", "attack_loss", "attack_mode", "margin"]

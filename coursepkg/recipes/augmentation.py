@@ -35,6 +35,9 @@ from ..zoo import register
 MONITOR_SIZE = 200
 _MONITOR_SEED = 1  # another permutation than the evaluation subset's (seed 0)
 
+#: the profile fields every recipe of this module reads (they key its checkpoints)
+USES = ("adv_train_subset", "adv_epochs", "adv_train_steps", "batch_size", "lr", "pgd_steps")
+
 
 def _build(info, *, width=16, **_):
     return classifier_for(info, width=width)
@@ -106,42 +109,42 @@ def _fit(model, info, profile, device, loss, *, seed, desc, monitor=False):
     return facts
 
 
-@register("fgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5})
+@register("fgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5}, uses=USES)
 def fit_fgsm_training(model, info, profile, device, *, seed=0, clean_weight=0.5, **_):
     """FGSM adversarial training (Goodfellow et al. 2015): half clean, half FGSM examples."""
     loss = training_loss("fgsm_training", info, profile, clean_weight=clean_weight)
     return _fit(model, info, profile, device, loss, seed=seed, desc="FGSM training", monitor=True)
 
 
-@register("rfgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5})
+@register("rfgsm_training", build=_build, defaults={"width": 16, "clean_weight": 0.5}, uses=USES)
 def fit_rfgsm_training(model, info, profile, device, *, seed=0, clean_weight=0.5, **_):
     """R+FGSM adversarial training (Tramèr et al. 2018): a random step before FGSM."""
     loss = training_loss("rfgsm_training", info, profile, clean_weight=clean_weight)
     return _fit(model, info, profile, device, loss, seed=seed, desc="R+FGSM training", monitor=True)
 
 
-@register("fast_fgsm_training", build=_build, defaults={"width": 16})
+@register("fast_fgsm_training", build=_build, defaults={"width": 16}, uses=USES)
 def fit_fast_fgsm_training(model, info, profile, device, *, seed=0, **_):
     """"Fast" adversarial training (Wong et al. 2020): FGSM of 1.25 eps from a uniform random start."""
     loss = training_loss("fast_fgsm_training", info, profile)
     return _fit(model, info, profile, device, loss, seed=seed, desc="fast FGSM training", monitor=True)
 
 
-@register("pgd_training", build=_build, defaults={"width": 16})
+@register("pgd_training", build=_build, defaults={"width": 16}, uses=USES)
 def fit_pgd_training(model, info, profile, device, *, seed=0, **_):
     """PGD adversarial training (Madry et al. 2018): the positive control of the course."""
     loss = training_loss("pgd_training", info, profile)
     return _fit(model, info, profile, device, loss, seed=seed, desc="PGD training")
 
 
-@register("logit_pairing", build=_build, defaults={"width": 16, "pairing_weight": 0.5})
+@register("logit_pairing", build=_build, defaults={"width": 16, "pairing_weight": 0.5}, uses=USES)
 def fit_logit_pairing(model, info, profile, device, *, seed=0, pairing_weight=0.5, **_):
     """Adversarial logit pairing (Kannan et al. 2018): mixed PGD training plus a logit-pairing penalty."""
     loss = training_loss("logit_pairing", info, profile, pairing_weight=pairing_weight)
     return _fit(model, info, profile, device, loss, seed=seed, desc="logit pairing")
 
 
-@register("trades", build=_build, defaults={"width": 16, "beta": 6.0})
+@register("trades", build=_build, defaults={"width": 16, "beta": 6.0}, uses=USES)
 def fit_trades(model, info, profile, device, *, seed=0, beta=6.0, **_):
     """TRADES (Zhang et al. 2019): clean cross-entropy plus beta times the worst-case KL."""
     loss = training_loss("trades", info, profile, beta=beta)

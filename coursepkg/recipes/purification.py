@@ -30,7 +30,8 @@ def pixelcnn_loss(model, x, y, *, pixel_fraction: float = 1.0):
 
 @register("pixelcnn", build=lambda info, channels, layers, first_kernel, **_:
           PixelCNN(info, channels=channels, layers=layers, first_kernel=first_kernel),
-          defaults={"channels": 16, "layers": 4, "first_kernel": 5, "loss_pixel_fraction": 0.25})
+          defaults={"channels": 16, "layers": 4, "first_kernel": 5, "loss_pixel_fraction": 0.25},
+          uses=("pixelcnn_train_subset", "pixelcnn_epochs", "batch_size", "lr"))
 def fit_pixelcnn(model, info, profile, device, *, seed=0, loss_pixel_fraction=1.0, **hp):
     """A PixelCNN trained by maximum likelihood on the profile's PixelCNN training subset."""
     x, y = load_dataset(info.name, "train")

@@ -19,7 +19,8 @@ def training_data(info, profile, seed: int = 0):
 
 
 @register("standard", build=lambda info, **hp: classifier_for(info, **hp),
-          defaults={"width": 16, "dropout": 0.0})
+          defaults={"width": 16, "dropout": 0.0},
+          uses=("train_subset", "epochs", "batch_size", "lr"))
 def fit_standard(model, info, profile, device, *, seed=0, **hp):
     """Standard training: minimise the cross-entropy on clean images."""
     x, y = training_data(info, profile)

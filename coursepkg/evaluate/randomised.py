@@ -1,0 +1,220 @@
+"""Evaluating a model that is random at test time: accuracy and robust accuracy over k draws.
+
+A randomised model (SAP, random resizing, dropout kept on, noise at the input) answers
+differently on every call, so one forward pass is one sample of its behaviour, not an
+evaluation of it.  Here every example is classified ``k`` times, with ``k`` independent
+draws of the randomness, and its *share of correct draws* ``c_i`` in [0, 1] is kept.
+An example then counts as correct under a stated **rule**:
+
+* ``"majority"`` -- correct in more than half of the draws (``c_i > 1/2``): the answer of
+  the model's majority vote, the most favourable reading for the defence;
+* ``"worst"`` -- correct in *every* one of the k draws (``c_i = 1``): the worst of k, the
+  reading for an attacker who may submit the same input again and wins on any wrong draw.
+
+``expected`` (the mean of ``c_i``) estimates the accuracy of a single draw.  For a robust
+accuracy the rule is applied to the clean input *and* to the adversarial example of every
+attack; the example counts as robust only if all of them pass (the per-example worst case
+of :func:`coursepkg.evaluate.robust_accuracy`).  One draw (what a plain evaluation does)
+lies between the two rules in expectation only: an attack whose success is random fools a
+single draw sometimes and the worst of k almost always, which is why the course never
+reports a randomised model from one draw (Athalye et al. 2018; Carlini et al. 2019,
+section 5.9).  ``k`` defaults to the profile's ``random_eval_draws``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..attacks import _common
+from ..config import profile as get_profile
+from .core import _accepted_kwargs, _as_named_attacks, _model_device, _progress
+
+RULES = ("majority", "worst")
+
+
+def _check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES} (majority vote or worst of k), got {rule!r}")
+    return rule
+
+
+def _check_k(k) -> int:
+    k = get_profile().random_eval_draws if k is None else k
+    return _common.check_positive_int(k, "k")
+
+
+@torch.no_grad()
+def draws_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int | None = None,
+                  batch_size: int = 500) -> torch.Tensor:
+    """A ``(k, n)`` boolean tensor: whether draw ``j`` of ``model`` classifies example ``i`` as ``y_i``.
+
+    The k draws of a chunk of examples run as one batch (the chunk repeated k times, at
+    most about ``batch_size`` rows a pass), in eval mode, restored after.
+    """
+    _common.check_inputs(x, y)
+    k = _check_k(k)
+    batch_size = _common.check_positive_int(batch_size, "batch_size")
+    dev = _model_device(model, x.device)
+    chunk = max(1, batch_size // k)
+    out = []
+    with _common.attack_mode(model):
+        for first in range(0, len(x), chunk):
+            xb, yb = x[first:first + chunk].to(dev), y[first:first + chunk].to(dev)
+            rows = xb.repeat(k, *([1] * (xb.dim() - 1)))  # draw j: rows j*len(xb) .. (j+1)*len(xb) - 1
+            pred = model(rows).argmax(1).view(k, len(xb))
+            out.append((pred == yb).to(x.device))
+    if not out:
+        return torch.zeros(k, 0, dtype=torch.bool, device=x.device)
+    return torch.cat(out, dim=1)
+
+
+@dataclass
+class RandomisedAccuracy:
+    """Accuracy of a randomised model over ``k`` draws, per example and under each rule."""
+
+    k: int
+    share: torch.Tensor  #: per example, the share of the k draws that classify it correctly
+
+    @property
+    def n(self) -> int:
+        return len(self.share)
+
+    @property
+    def expected(self) -> float:
+        """The mean share of correct draws: an estimate of the accuracy of a single draw."""
+        return float(self.share.float().mean()) if self.n else float("nan")
+
+    def correct(self, rule: str = "worst") -> torch.Tensor:
+        """Per example, whether it counts as correct under ``rule`` (``"majority"`` or ``"worst"``)."""
+        return self.share > 0.5 if _check_rule(rule) == "majority" else self.share >= 1.0
+
+    def value(self, rule: str = "worst") -> float:
+        return float(self.correct(rule).float().mean())
+
+    @property
+    def majority(self) -> float:
+        return self.value("majority")
+
+    @property
+    def worst(self) -> float:
+        return self.value("worst")
+
+    def interval(self, rule: str = "worst", confidence: float = 0.95):
+        """The Wilson interval of :meth:`value` (an :class:`coursepkg.evaluate.Interval`)."""
+        return _interval(self.correct(rule), confidence)
+
+    def as_dict(self) -> dict:
+        return {"k": self.k, "n": self.n, "expected": self.expected, "majority": self.majority,
+                "worst": self.worst}
+
+    def __repr__(self) -> str:
+        return (f"RandomisedAccuracy(k={self.k}, n={self.n}, expected={self.expected:.3f}, "
+                f"majority={self.majority:.3f}, worst={self.worst:.3f})")
+
+
+def _interval(correct: torch.Tensor, confidence: float):
+    from . import Interval, wilson_interval  # added to the package by the evaluation's intervals module
+
+    value = float(correct.float().mean())
+    lo, hi = wilson_interval(int(correct.sum()), len(correct), confidence)
+    return Interval(value, lo, hi)
+
+
+def randomised_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int | None = None,
+                        batch_size: int = 500) -> RandomisedAccuracy:
+    """Clean accuracy of a randomised ``model`` over ``k`` draws (see the module's rules)."""
+    if len(x) == 0:
+        raise ValueError("x is empty: accuracy of no examples is undefined")
+    correct = draws_correct(model, x, y, k=k, batch_size=batch_size)
+    return RandomisedAccuracy(len(correct), correct.float().mean(0))
+
+
+@dataclass
+class RandomisedRobustResult:
+    """Robust accuracy of a randomised model: clean and every attack, each judged over ``k`` draws."""
+
+    k: int
+    clean: RandomisedAccuracy
+    per_attack: dict[str, RandomisedAccuracy]  #: each attack's adversarial examples over k draws
+    x_adv: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  #: each attack's examples
+
+    @property
+    def n(self) -> int:
+        return self.clean.n
+
+    def correct(self, rule: str = "worst") -> torch.Tensor:
+        """Per example: correct under ``rule`` on the clean input and on every attack's example."""
+        ok = self.clean.correct(rule).clone()
+        for result in self.per_attack.values():
+            ok &= result.correct(rule)
+        return ok
+
+    def robust(self, rule: str = "worst") -> float:
+        """The robust accuracy under ``rule``: the per-example worst case over the attacks."""
+        return float(self.correct(rule).float().mean())
+
+    def interval(self, rule: str = "worst", confidence: float = 0.95):
+        return _interval(self.correct(rule), confidence)
+
+    def attack_accuracy(self, rule: str = "worst") -> dict[str, float]:
+        """Accuracy under each attack alone (clean-correct under ``rule`` and its example too)."""
+        clean = self.clean.correct(rule)
+        return {name: float((clean & r.correct(rule)).float().mean()) for name, r in self.per_attack.items()}
+
+    def as_dict(self) -> dict:
+        return {"k": self.k, "n": self.n, "clean": self.clean.as_dict(),
+                "robust": {rule: self.robust(rule) for rule in RULES},
+                "per_attack": {rule: self.attack_accuracy(rule) for rule in RULES}}
+
+    def __repr__(self) -> str:
+        return (f"RandomisedRobustResult(k={self.k}, n={self.n}, clean majority={self.clean.majority:.3f} "
+                f"worst={self.clean.worst:.3f}, robust majority={self.robust('majority'):.3f} "
+                f"worst={self.robust('worst'):.3f})")
+
+
+def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *,
+                               k: int | None = None, batch_size: int = 500, progress: bool = False,
+                               **kwargs) -> RandomisedRobustResult:
+    """Robust accuracy of a randomised ``model`` under ``attacks``, every answer judged over ``k`` draws.
+
+    ``attacks`` is an attack, a list or a dict ``name -> attack`` as for
+    :func:`coursepkg.evaluate.robust_accuracy`; ``kwargs`` (``eps=...``) go to every
+    attack that takes them.  Each attack runs once on ``model`` (for an adaptive attack,
+    pass ``coursepkg.adaptive.attack_via(EOT(model, n), attack)``).  Only the examples
+    that a majority of clean draws classify correctly are attacked -- the others fail both
+    rules anyway -- and each adversarial example is then classified by k fresh draws.
+    Read the result with ``.robust("worst")`` or ``.robust("majority")``.
+    """
+    _common.check_inputs(x, y, eps=kwargs.get("eps"))
+    batch_size = _common.check_positive_int(batch_size, "batch_size")
+    named = _as_named_attacks(attacks)
+    if len(x) == 0:
+        raise ValueError("x is empty: robust accuracy of no examples is undefined")
+    k = _check_k(k)
+    y = y.to(x.device)
+    clean = randomised_accuracy(model, x, y, k=k, batch_size=batch_size)
+    attacked = clean.correct("majority")
+    per_attack, x_adv = {}, {}
+    bar = _progress(len(named) * ((len(x) + batch_size - 1) // batch_size), "randomised robust accuracy",
+                    progress)
+    for name, attack in named.items():
+        accepted = _accepted_kwargs(attack, kwargs)
+        share = torch.zeros(len(x), device=x.device)
+        adv_all = x.detach().clone()
+        for first in range(0, len(x), batch_size):
+            idx = torch.arange(first, min(first + batch_size, len(x)), device=x.device)
+            idx = idx[attacked[idx]]
+            if len(idx):
+                adv = attack(model, x[idx], y[idx], **accepted).to(x)
+                adv_all[idx] = adv
+                share[idx] = draws_correct(model, adv, y[idx], k=k, batch_size=batch_size).float().mean(0)
+            if bar is not None:
+                bar.update(1)
+        per_attack[name] = RandomisedAccuracy(k, share)
+        x_adv[name] = adv_all
+    if bar is not None:
+        bar.close()
+    return RandomisedRobustResult(k, clean, per_attack, x_adv)
