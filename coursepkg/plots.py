@@ -355,7 +355,8 @@ class Table:
     """Rows of results shown as an HTML table in a notebook and as aligned text elsewhere.
 
     ``Table(rows)`` takes a list of dicts with the same keys (the columns, in order).
-    Floats are formatted with ``float_format``.
+    Floats and :class:`~coursepkg.evaluate.Interval` values (an accuracy with its 95% interval)
+    are formatted with ``float_format``.
     """
 
     def __init__(self, rows: Sequence[Mapping[str, object]], *, float_format: str = "{:.3f}",
@@ -372,7 +373,9 @@ class Table:
         self.caption = caption
 
     def _cell(self, value) -> str:
-        if isinstance(value, float):
+        from .evaluate.intervals import Interval
+
+        if isinstance(value, (float, Interval)):  # an Interval prints "0.610 [0.567, 0.651]"
             return self.float_format.format(value)
         return str(value)
 

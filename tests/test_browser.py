@@ -1,6 +1,6 @@
 """The built book in a real browser: headless Chromium over ``_build/html`` served on 127.0.0.1.
 
-Run after ``jupyter-book build . -W -n --keep-going``::
+Run after ``jupyter-book build . --all -W -n --keep-going``::
 
     pytest -m browser tests/test_browser.py
 
@@ -46,7 +46,7 @@ TIMEOUT_MS = 20_000
 def _missing_build_reason() -> str | None:
     if (BUILD / "index.html").exists():
         return None
-    return f"no built book at {BUILD}: run `jupyter-book build . -W -n --keep-going` first"
+    return f"no built book at {BUILD}: run `jupyter-book build . --all -W -n --keep-going` first"
 
 
 if _missing_build_reason() and os.environ.get("CI"):

@@ -159,3 +159,29 @@ def test_sanity_checks_pass_a_linear_model_and_flag_a_quantised_one():
     assert "unbounded attack reaches near-zero accuracy" in failed
     assert "white-box beats transfer" in failed
     assert "NO" in report.as_table() and "<table>" in report._repr_html_()
+    assert {"more steps and restarts change little",
+            "targeted on every class no stronger than untargeted"} <= {c.name for c in healthy.checks}
+
+
+class LabelOnly(nn.Module):
+    """Answers a one-hot vector of its inner model's label: every input gradient is zero."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        logits = self.inner(x)
+        return 10 * torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).to(logits) + 0 * logits
+
+
+def test_white_box_equal_to_noise_fails_the_noise_check():
+    """PGD that does no better than random noise is a warning sign, not a pass (chapter 1's
+    label-only model once passed with PGD 0.860 against noise 0.862)."""
+    torch.manual_seed(0)
+    x = torch.rand(60, 1, 4, 4)
+    hidden = LabelOnly(smooth_model())
+    report = ev.sanity_checks(hidden, x, ev.predictions(hidden, x), eps=0.05, steps=5,
+                              more_effort=1, targeted_all=False)
+    noise_check = next(c for c in report.checks if c.name == "white-box beats random noise")
+    assert not noise_check.passed, noise_check.detail

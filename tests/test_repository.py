@@ -27,6 +27,19 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert readme_commands()[1] in [line.strip() for line in ci]
 
 
+def test_build_commands_rebuild_every_page():
+    """Sphinx keeps its environment between builds: without ``--all`` a build after a failed
+    one exits 0 without executing the notebook that failed."""
+    for command in readme_commands():
+        assert "jupyter-book build . --all" in command, command
+
+
+def test_readme_activates_the_conda_environment_that_environment_yml_creates():
+    name = re.search(r"^name:\s*(\S+)", (ROOT / "environment.yml").read_text(), flags=re.M).group(1)
+    activations = re.findall(r"conda activate (\S+?)`", (ROOT / "README.md").read_text())
+    assert activations and set(activations) == {name}, (activations, name)
+
+
 def test_top_level_layout():
     for name in ("book", "coursepkg", "tests", "_config.yml", "_toc.yml", "environment.yml",
                  "README.md", "pyproject.toml", ".ci/run"):

@@ -18,6 +18,9 @@ from .core import (AccuracyCurve, RobustResult, SanityCheck, SanityReport, accur
                    predictions, robust_accuracy, sanity_checks)
 from .intervals import Interval, clopper_pearson_interval, wilson_interval
 from .strongest import gradient_masking_flags, strongest, strongest_attacks
+from .detection import (ROC, EvasionResult, auc, detection_attacks, detection_rate,  # noqa: F401
+                        detected_at_fpr, detector_scores, evades, evasion, roc_curve, static_evasion,
+                        threshold_at_fpr)
 from .randomised import (RandomisedAccuracy, RandomisedRobustResult, draws_correct,  # noqa: F401
                          randomised_accuracy, randomised_robust_accuracy)
 

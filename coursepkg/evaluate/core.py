@@ -335,28 +335,43 @@ class SanityReport:
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                   steps: int | None = None, restarts: int = 1, transfer_from: nn.Module | None = None,
+                  more_effort: int = 5, targeted_all: bool = True, gradient_free: bool = False,
                   tol: float = 0.02, near_zero: float = 0.05, batch_size: int = 500) -> SanityReport:
     """Run the warning signs of gradient masking on ``model`` at budget ``eps`` (L∞).
 
-    Each check compares two evaluations that must be ordered one way for a model whose
-    gradients are informative (Athalye et al. 2018, section 3.1; Carlini et al. 2019,
-    section 5.2).  A check fails when the order is broken by more than ``tol``:
+    The one checklist of the course: the automatable checks of Athalye et al. (2018,
+    section 3.1) and Carlini et al. (2019, section 5.2 and appendix).  Each compares two
+    evaluations that must be ordered one way for a model whose gradients are informative;
+    a check fails when the order is broken by more than ``tol``:
 
     1. iterative PGD is at least as strong as single-step FGSM;
     2. a larger budget (``2 eps`` and ``4 eps``) does not raise accuracy, and lowers it
        unless it is already near zero;
     3. an unbounded attack (PGD at eps = 1, where any image is reachable) drives accuracy
        below ``near_zero``;
-    4. white-box PGD beats random noise of the same size;
-    5. white-box PGD beats a transfer attack from ``transfer_from`` (when given).
+    4. white-box PGD beats random ±eps noise *strictly*, by at least ``tol`` (unless noise
+       alone already brings accuracy near zero);
+    5. more effort changes little: PGD with ``more_effort`` times the steps and twice the
+       restarts lowers accuracy by at most ``tol`` (else the evaluation had not converged);
+    6. targeted attacks towards *every* class (``targeted_all``; targeted APGD-DLR over all
+       other classes) are not much stronger than the untargeted attack -- if they are, the
+       untargeted attack was stuck;
+    7. white-box PGD beats a transfer attack from ``transfer_from`` (when given);
+    8. white-box PGD beats the gradient-free SPSA (``gradient_free=True``; slower).
+
+    Passing every check does not prove robustness: it only removes the common ways an
+    evaluation fools itself.  Each accuracy is in ``report.accuracies``.
     """
-    from ..attacks import fgsm, pgd, transfer_attack
+    from ..attacks import apgd_targeted, fgsm, pgd, spsa, transfer_attack
+    from ..config import profile as get_profile
 
     eps = _common.check_eps(eps)
     _common.check_inputs(x, y, eps=eps)
+    more_effort = _common.check_positive_int(more_effort, "more_effort")
+    base_steps = get_profile().pgd_steps if steps is None else _common.check_positive_int(steps, "steps")
 
-    def pgd_at(budget):
-        return functools.partial(pgd, eps=budget, steps=steps, restarts=restarts)
+    def pgd_at(budget, n_steps=base_steps, n_restarts=restarts):
+        return functools.partial(pgd, eps=budget, steps=n_steps, restarts=n_restarts)
 
     def acc(attack) -> float:
         return robust_accuracy(model, x, y, attack, batch_size=batch_size).robust_accuracy
@@ -371,6 +386,8 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
             "pgd_4eps": acc(pgd_at(min(4 * eps, 1.0))),
             "pgd_unbounded": acc(pgd_at(1.0)),
             "noise": acc(noise)}
+    if more_effort > 1:
+        accs["pgd_more_effort"] = acc(pgd_at(eps, base_steps * more_effort, 2 * restarts))
     checks = [
         SanityCheck("iterative beats single-step", accs["pgd"] <= accs["fgsm"] + tol,
                     f"PGD {accs['pgd']:.3f} vs FGSM {accs['fgsm']:.3f}"),
@@ -380,9 +397,25 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
                     f"PGD at eps {accs['pgd']:.3f}, 2 eps {accs['pgd_2eps']:.3f}, 4 eps {accs['pgd_4eps']:.3f}"),
         SanityCheck("unbounded attack reaches near-zero accuracy", accs["pgd_unbounded"] <= near_zero,
                     f"PGD at eps = 1: {accs['pgd_unbounded']:.3f} (want <= {near_zero})"),
-        SanityCheck("white-box beats random noise", accs["pgd"] <= accs["noise"] + tol,
-                    f"PGD {accs['pgd']:.3f} vs random ±eps noise {accs['noise']:.3f}"),
+        SanityCheck("white-box beats random noise",
+                    accs["pgd"] <= accs["noise"] - tol or accs["noise"] <= near_zero,
+                    f"PGD {accs['pgd']:.3f} vs random ±eps noise {accs['noise']:.3f} "
+                    f"(want PGD lower by >= {tol})"),
     ]
+    if more_effort > 1:
+        checks.append(SanityCheck(
+            "more steps and restarts change little", accs["pgd_more_effort"] >= accs["pgd"] - tol,
+            f"PGD {accs['pgd']:.3f} vs {more_effort}x steps, 2x restarts {accs['pgd_more_effort']:.3f}"))
+    if targeted_all:
+        with torch.no_grad():
+            classes = int(model(x[:1].to(_model_device(model, x.device))).shape[1])
+        accs["targeted_all"] = acc(functools.partial(  # targeted DLR needs four classes
+            apgd_targeted, eps=eps, top_k=classes - 1, steps=base_steps,
+            loss="dlr" if classes >= 4 else "ce"))
+        checks.append(SanityCheck(
+            "targeted on every class no stronger than untargeted",
+            accs["targeted_all"] >= min(accs["pgd"], accs.get("pgd_more_effort", 1.0)) - tol,
+            f"PGD {accs['pgd']:.3f} vs targeted APGD over all classes {accs['targeted_all']:.3f}"))
     if transfer_from is not None:
         def transfer(target_model, xb, yb):  # crafted on transfer_from, evaluated on model
             return transfer_attack(transfer_from, xb, yb, attack=pgd_at(eps))
@@ -390,4 +423,8 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
         accs["transfer"] = acc(transfer)
         checks.append(SanityCheck("white-box beats transfer", accs["pgd"] <= accs["transfer"] + tol,
                                   f"PGD {accs['pgd']:.3f} vs transfer {accs['transfer']:.3f}"))
+    if gradient_free:
+        accs["spsa"] = acc(functools.partial(spsa, eps=eps))
+        checks.append(SanityCheck("white-box beats gradient-free", accs["pgd"] <= accs["spsa"] + tol,
+                                  f"PGD {accs['pgd']:.3f} vs SPSA {accs['spsa']:.3f}"))
     return SanityReport(checks, accs)

@@ -9,7 +9,9 @@ An example then counts as correct under a stated **rule**:
 * ``"majority"`` -- correct in more than half of the draws (``c_i > 1/2``): the answer of
   the model's majority vote, the most favourable reading for the defence;
 * ``"worst"`` -- correct in *every* one of the k draws (``c_i = 1``): the worst of k, the
-  reading for an attacker who may submit the same input again and wins on any wrong draw.
+  reading for an attacker who may submit the same input again and wins on any wrong draw;
+* ``"single"`` -- correct on the first draw alone: what a plain, one-pass evaluation
+  reports, kept to show how far it can be from the other two.
 
 ``expected`` (the mean of ``c_i``) estimates the accuracy of a single draw.  For a robust
 accuracy the rule is applied to the clean input *and* to the adversarial example of every
@@ -31,13 +33,14 @@ from torch import nn
 from ..attacks import _common
 from ..config import profile as get_profile
 from .core import _accepted_kwargs, _as_named_attacks, _model_device, _progress
+from .intervals import Interval
 
-RULES = ("majority", "worst")
+RULES = ("majority", "worst", "single")
 
 
 def _check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES} (majority vote or worst of k), got {rule!r}")
+        raise ValueError(f"rule must be one of {RULES} (majority vote, worst of k or one draw), got {rule!r}")
     return rule
 
 
@@ -77,6 +80,7 @@ class RandomisedAccuracy:
 
     k: int
     share: torch.Tensor  #: per example, the share of the k draws that classify it correctly
+    first: torch.Tensor | None = None  #: per example, whether the first draw classifies it correctly
 
     @property
     def n(self) -> int:
@@ -88,8 +92,13 @@ class RandomisedAccuracy:
         return float(self.share.float().mean()) if self.n else float("nan")
 
     def correct(self, rule: str = "worst") -> torch.Tensor:
-        """Per example, whether it counts as correct under ``rule`` (``"majority"`` or ``"worst"``)."""
-        return self.share > 0.5 if _check_rule(rule) == "majority" else self.share >= 1.0
+        """Per example, whether it counts as correct under ``rule`` (see the module's docstring)."""
+        rule = _check_rule(rule)
+        if rule == "single":
+            if self.first is None:
+                raise ValueError("this result keeps no first draw; use rule='majority' or 'worst'")
+            return self.first.clone()
+        return self.share > 0.5 if rule == "majority" else self.share >= 1.0
 
     def value(self, rule: str = "worst") -> float:
         return float(self.correct(rule).float().mean())
@@ -103,24 +112,23 @@ class RandomisedAccuracy:
         return self.value("worst")
 
     def interval(self, rule: str = "worst", confidence: float = 0.95):
-        """The Wilson interval of :meth:`value` (an :class:`coursepkg.evaluate.Interval`)."""
+        """:meth:`value` with its Wilson interval (an :class:`coursepkg.evaluate.Interval`)."""
         return _interval(self.correct(rule), confidence)
 
     def as_dict(self) -> dict:
-        return {"k": self.k, "n": self.n, "expected": self.expected, "majority": self.majority,
-                "worst": self.worst}
+        out = {"k": self.k, "n": self.n, "expected": self.expected, "majority": self.majority,
+               "worst": self.worst}
+        if self.first is not None:
+            out["single"] = self.value("single")
+        return out
 
     def __repr__(self) -> str:
         return (f"RandomisedAccuracy(k={self.k}, n={self.n}, expected={self.expected:.3f}, "
                 f"majority={self.majority:.3f}, worst={self.worst:.3f})")
 
 
-def _interval(correct: torch.Tensor, confidence: float):
-    from . import Interval, wilson_interval  # added to the package by the evaluation's intervals module
-
-    value = float(correct.float().mean())
-    lo, hi = wilson_interval(int(correct.sum()), len(correct), confidence)
-    return Interval(value, lo, hi)
+def _interval(correct: torch.Tensor, confidence: float) -> Interval:
+    return Interval.of(int(correct.sum()), len(correct), confidence)
 
 
 def randomised_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int | None = None,
@@ -129,7 +137,7 @@ def randomised_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k
     if len(x) == 0:
         raise ValueError("x is empty: accuracy of no examples is undefined")
     correct = draws_correct(model, x, y, k=k, batch_size=batch_size)
-    return RandomisedAccuracy(len(correct), correct.float().mean(0))
+    return RandomisedAccuracy(len(correct), correct.float().mean(0), correct[0].clone())
 
 
 @dataclass
@@ -160,7 +168,8 @@ class RandomisedRobustResult:
         return _interval(self.correct(rule), confidence)
 
     def attack_accuracy(self, rule: str = "worst") -> dict[str, float]:
-        """Accuracy under each attack alone (clean-correct under ``rule`` and its example too)."""
+        """Per attack: the share clean-correct under ``rule`` and correct on that attack's example
+        (a running worst case when the evaluation ran as a cascade)."""
         clean = self.clean.correct(rule)
         return {name: float((clean & r.correct(rule)).float().mean()) for name, r in self.per_attack.items()}
 
@@ -176,8 +185,8 @@ class RandomisedRobustResult:
 
 
 def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *,
-                               k: int | None = None, batch_size: int = 500, progress: bool = False,
-                               **kwargs) -> RandomisedRobustResult:
+                               k: int | None = None, cascade: bool = True, batch_size: int = 500,
+                               progress: bool = False, **kwargs) -> RandomisedRobustResult:
     """Robust accuracy of a randomised ``model`` under ``attacks``, every answer judged over ``k`` draws.
 
     ``attacks`` is an attack, a list or a dict ``name -> attack`` as for
@@ -186,6 +195,12 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     pass ``coursepkg.adaptive.attack_via(EOT(model, n), attack)``).  Only the examples
     that a majority of clean draws classify correctly are attacked -- the others fail both
     rules anyway -- and each adversarial example is then classified by k fresh draws.
+    With ``cascade=True`` (default) each attack runs only on the examples that every
+    earlier one left correct under the majority rule (a superset of those left correct
+    under the worst of k), so the robust accuracy is the same and the later, costlier
+    attacks run on the survivors only; ``per_attack`` then reads as a running worst case,
+    and an example an attack did not run on holds a share of 0.  ``cascade=False`` runs
+    every attack on every clean-correct example (per-attack accuracies alone).
     Read the result with ``.robust("worst")`` or ``.robust("majority")``.
     """
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
@@ -203,6 +218,7 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     for name, attack in named.items():
         accepted = _accepted_kwargs(attack, kwargs)
         share = torch.zeros(len(x), device=x.device)
+        first_draw = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         adv_all = x.detach().clone()
         for first in range(0, len(x), batch_size):
             idx = torch.arange(first, min(first + batch_size, len(x)), device=x.device)
@@ -210,11 +226,14 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
             if len(idx):
                 adv = attack(model, x[idx], y[idx], **accepted).to(x)
                 adv_all[idx] = adv
-                share[idx] = draws_correct(model, adv, y[idx], k=k, batch_size=batch_size).float().mean(0)
+                judged = draws_correct(model, adv, y[idx], k=k, batch_size=batch_size)
+                share[idx], first_draw[idx] = judged.float().mean(0), judged[0]
             if bar is not None:
                 bar.update(1)
-        per_attack[name] = RandomisedAccuracy(k, share)
+        per_attack[name] = RandomisedAccuracy(k, share, first_draw)
         x_adv[name] = adv_all
+        if cascade:
+            attacked = attacked & per_attack[name].correct("majority")
     if bar is not None:
         bar.close()
     return RandomisedRobustResult(k, clean, per_attack, x_adv)
