@@ -120,7 +120,7 @@ def _apgd_once(model, x, y, *, eps, norm, steps, loss, target, random_start):
     f0, g0, hit0 = evaluate(x0)
     eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
 
-    best_x, best_f = x0.clone(), f0.clone()
+    best_x, best_f, best_g = x0.clone(), f0.clone(), g0.clone()
     fooled_x, fooled = x0.clone(), hit0.clone()
 
     x_prev, x_cur, g_cur, f_cur = x0, _step(x0, g0, x, eta, eps, norm), None, f0
@@ -133,7 +133,7 @@ def _apgd_once(model, x, y, *, eps, norm, steps, loss, target, random_start):
         f_new, g_new, hit = evaluate(x_cur)
         improving += (f_new > f_cur).float()
         gain = f_new > best_f
-        best_x[gain], best_f[gain] = x_cur[gain], f_new[gain]
+        best_x[gain], best_f[gain], best_g[gain] = x_cur[gain], f_new[gain], g_new[gain]
         new_hit = hit & ~fooled
         fooled_x[new_hit], fooled = x_cur[new_hit], fooled | hit
         f_cur, g_cur = f_new, g_new
@@ -145,9 +145,10 @@ def _apgd_once(model, x, y, *, eps, norm, steps, loss, target, random_start):
             stuck = ~eta_reduced_at_mark & (best_f <= best_f_at_mark)
             halve = stalled | stuck
             eta = torch.where(halve, eta / 2, eta)
+            # restart those examples from their best point, whose gradient is kept
             x_cur = torch.where(expand_as_batch(halve, x_cur), best_x, x_cur)
-            if bool(halve.any()):  # restart from the best point: its gradient is needed
-                f_cur, g_cur, _ = evaluate(x_cur)
+            g_cur = torch.where(expand_as_batch(halve, g_cur), best_g, g_cur)
+            f_cur = torch.where(halve, best_f, f_cur)
             eta_reduced_at_mark, best_f_at_mark = halve, best_f.clone()
             improving.zero_()
             last_mark = k
