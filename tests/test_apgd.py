@@ -162,3 +162,20 @@ def test_apgd_is_never_weaker_than_pgd_with_the_same_iterations_on_course_models
     acc_pgd = accuracy(model, pgd(model, x, y, eps=EPS, steps=50), y)
     acc_apgd = accuracy(model, apgd(model, x, y, eps=EPS, steps=50), y)
     assert acc_apgd <= acc_pgd + 1 / n + 1e-9, f"{recipe}: APGD {acc_apgd} vs PGD {acc_pgd}"
+
+
+def test_apgd_targeted_counts_any_wrong_label_as_a_success():
+    """APGD-T is an untargeted evaluation guided by targets: an iterate that lands on a
+    wrong class other than the target is kept (AutoAttack does the same)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(18, 4))
+    with torch.no_grad():  # along the first pixel s: class 1 wins for s < 0.075, class 0 above
+        model[1].weight.zero_()
+        model[1].weight[:3, 0] = torch.tensor([30.0, 10.0, 20.0])
+        model[1].bias.copy_(torch.tensor([-2.0, -0.5, -3.0, -100.0]))
+    x = torch.zeros(3, 2, 3, 3)
+    x[:, 0, 0, 0] = 0.09  # class 0, its true label; class 2 never wins within eps = 0.05
+    y = torch.zeros(3, dtype=torch.long)
+    target = torch.full((3,), 2)
+    any_label = apgd(model, x, y, eps=0.05, steps=10, target=target, any_wrong_label=True)
+    with torch.no_grad():
+        assert bool((model(any_label).argmax(1) == 1).all())  # walked through class 1: kept

@@ -100,7 +100,7 @@ def _project(z, x, eps, norm):
     return z
 
 
-def _apgd_once(model, x, y, *, eps, norm, steps, loss, target, random_start):
+def _apgd_once(model, x, y, *, eps, norm, steps, loss, target, random_start, any_wrong_label):
     """One run of APGD (Croce and Hein 2020, Algorithm 1) on a batch.
 
     Returns the best point per example: one that fools the model when any iterate did,
@@ -113,7 +113,8 @@ def _apgd_once(model, x, y, *, eps, norm, steps, loss, target, random_start):
         logits = model(point)
         values = _objective(logits, y, loss, target)
         (grad,) = torch.autograd.grad(values.sum(), point)
-        hit = logits.argmax(1) != y if target is None else logits.argmax(1) == target
+        pred = logits.argmax(1)
+        hit = pred != y if target is None or any_wrong_label else pred == target
         return values.detach(), grad.detach(), hit
 
     x0 = _project(_random_start(x, eps, norm), x, eps, norm) if random_start else x.clone()
@@ -176,16 +177,20 @@ def _check(x, y, eps, norm, loss, steps, restarts, target):
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
          loss: str = "ce", steps: int | None = None, restarts: int = 1,
-         target: torch.Tensor | None = None, seed: int | None = 0) -> torch.Tensor:
+         target: torch.Tensor | None = None, seed: int | None = 0,
+         any_wrong_label: bool = False) -> torch.Tensor:
     """Auto-PGD (Croce and Hein 2020, Algorithm 1): PGD with momentum and an adaptive step size.
 
     ``loss`` is ``"ce"`` (the cross-entropy, APGD-CE) or ``"dlr"`` (the difference of logits
     ratio, :func:`dlr_loss`).  ``steps`` (default: the profile's ``apgd_steps``) is the only
     budget; the step size starts at ``2 eps`` and is halved per example at the
-    :func:`checkpoints` when progress stalls.  The first run starts at ``x`` itself, every
-    further restart at a uniformly random point of the ball; each example keeps its
-    strongest run (fooled first, else the highest loss).  ``target`` makes it targeted.
+    :func:`checkpoints` when progress stalls.  Every run starts at a uniformly random point
+    of the ball (as in the authors' implementation); each example keeps its strongest run
+    (fooled first, else the highest loss).  ``target`` makes it targeted.
     ``seed`` fixes the random restarts (None: torch's global generator).  Batched; L∞ or L2.
+    ``any_wrong_label=True`` (with a ``target``) keeps an iterate as soon as the model gets it
+    wrong, whatever its label: the targeted loss is then only a guide for an untargeted
+    evaluation, as in APGD-T of AutoAttack.
     """
     eps, steps, restarts = _check(x, y, eps, norm, loss, steps, restarts, target)
     if eps == 0 or len(x) == 0:
@@ -200,7 +205,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
             for run in range(restarts):
                 cand, cand_fooled, cand_score = _apgd_once(
                     model, xm, ym, eps=eps, norm=norm, steps=steps, loss=loss, target=tm,
-                    random_start=run > 0)
+                    random_start=True, any_wrong_label=any_wrong_label)
                 if best is None:
                     best, best_fooled, best_score = cand, cand_fooled, cand_score
                     continue
@@ -246,7 +251,7 @@ def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
         idx = open_.nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        adv = apgd(model, x[idx], y[idx], eps=eps, norm=norm, loss=loss, steps=steps,
+        adv = apgd(model, x[idx], y[idx], eps=eps, norm=norm, loss=loss, steps=steps, any_wrong_label=True,
                    target=targets[idx.to(targets.device), j].to(y.device), seed=seed)
         with torch.no_grad(), attack_mode(model):
             hit = model(adv.to(xm)).argmax(1).to(y.device) != y[idx].to(y.device)
