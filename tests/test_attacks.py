@@ -237,6 +237,9 @@ def test_deepfool_finds_the_exact_distance_to_a_linear_boundary():
 
 
 def test_attacks_aim_at_the_true_label_even_when_the_model_is_wrong():
+    # R+FGSM's random sign step can cancel its gradient step on a linear model (for 6 pixels
+    # with probability 1/64 an example, so ~7% of unseeded runs failed): seed its draw.
+    torch.manual_seed(0)
     model, x, y = linear_case(n=8, seed=5)
     wrong = model(x).argmax(1) != y
     assert bool(wrong.any()) and bool((~wrong).any())  # the case needs both kinds of example

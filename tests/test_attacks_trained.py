@@ -21,6 +21,13 @@ pytestmark = pytest.mark.slow
 EPS = 0.1  # Fashion-MNIST's standard L-infinity budget
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """PGD's random starts, SPSA's probes and the substitute's initial weights draw on torch's
+    global generator: seed it per test, so no threshold below depends on the tests' order."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="module")
 def data():
     x_train, y_train = subset(*load_dataset("fashion-mnist", "train"), 4000, seed=1)

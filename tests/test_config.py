@@ -75,3 +75,31 @@ def test_seed_everything_repeats():
     a = torch.rand(3)
     config.seed_everything(5)
     assert torch.equal(a, torch.rand(3))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("forced", ["cuda", "cuda:0", " cuda "])
+def test_forcing_cuda_without_cuda_is_one_clear_line(monkeypatch, forced):
+    monkeypatch.setenv(config.DEVICE_ENV, forced)
+    with pytest.raises(RuntimeError, match=r"asks for CUDA, but CUDA is not available") as err:
+        config.device()
+    assert "\n" not in str(err.value) and config.DEVICE_ENV in str(err.value)
+
+
+def test_forcing_mps_without_mps_is_one_clear_line(monkeypatch):
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        pytest.skip("this machine has Apple MPS")
+    monkeypatch.setenv(config.DEVICE_ENV, "mps")
+    with pytest.raises(RuntimeError, match=r"asks for Apple MPS, but MPS is not available") as err:
+        config.device()
+    assert "\n" not in str(err.value) and config.DEVICE_ENV in str(err.value)
+
+
+def test_forcing_a_missing_cuda_device_names_the_ones_there_are(monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    monkeypatch.setenv(config.DEVICE_ENV, f"cuda:{torch.cuda.device_count()}")
+    with pytest.raises(RuntimeError, match="asks for CUDA device") as err:
+        config.device()
+    assert "\n" not in str(err.value)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from coursepkg import zoo
+from coursepkg.config import profile as get_profile
 from coursepkg.models import SmallCNN
 from coursepkg.train import train
 
@@ -126,3 +127,69 @@ def test_unwritable_cache_directory_is_one_clear_line(tmp_path, monkeypatch):
 def test_the_standard_recipe_is_registered():
     assert "standard" in zoo.recipes()
     assert zoo.recipe("standard").defaults["width"] == 16
+
+
+# --------------------------------------------------------------------------------------
+# uses=: a recipe sees, and is keyed by, only the profile fields it declares
+# --------------------------------------------------------------------------------------
+SEEN_PROFILES: list = []
+
+
+@pytest.fixture
+def epochs_only_recipe():
+    """A recipe that declares uses=("epochs",); its fit records the profile it was given and
+    reads whatever field the test puts in ``reads``."""
+    name, reads = "uses-epochs-test", ["epochs"]
+
+    def fit(model, info, profile, device, *, seed=0, width=4):
+        SEEN_PROFILES.append(profile)
+        return {field: getattr(profile, field) for field in reads}
+
+    zoo.register(name, build=lambda info, width=4: SmallCNN(info, width=width, hidden=8),
+                 defaults={"width": 4}, uses=("epochs",))(fit)
+    SEEN_PROFILES.clear()
+    yield name, reads
+    zoo._RECIPES.pop(name, None)
+
+
+def test_a_recipe_with_uses_gets_a_view_of_its_declared_fields(epochs_only_recipe):
+    name, _ = epochs_only_recipe
+    model = zoo.get(name, profile="quick", device="cpu")
+    (view,) = SEEN_PROFILES
+    assert isinstance(view, zoo.ProfileView)
+    assert view.name == "quick" and view.epochs == get_profile("quick").epochs
+    assert view.profile is get_profile("quick")  # the whole profile, for the recipes it depends on
+    assert model.zoo_facts["epochs"] == view.epochs
+    with pytest.raises(AttributeError, match=r"'lr'.*uses=") as err:
+        _ = view.lr
+    assert "\n" not in str(err.value) and name in str(err.value)
+
+
+def test_reading_an_undeclared_field_in_fit_fails_and_caches_nothing(epochs_only_recipe):
+    name, reads = epochs_only_recipe
+    reads.append("eval_subset")
+    with pytest.raises(AttributeError, match=r"'eval_subset'.*uses="):
+        zoo.get(name, profile="quick", device="cpu")
+    assert not zoo.cached(name, profile="quick")
+
+
+def test_only_the_declared_fields_key_the_checkpoint(epochs_only_recipe):
+    name, _ = epochs_only_recipe
+    quick = get_profile("quick")
+    config = zoo.configuration(name, profile=quick)
+    assert config["profile"] == {"name": "quick", "epochs": quick.epochs}
+    # a budget of another chapter changes: same key for this recipe, a new one for a recipe without uses=
+    other = quick.replace(eval_subset=quick.eval_subset + 1)
+    assert zoo.checkpoint_path(zoo.configuration(name, profile=other)) == zoo.checkpoint_path(config)
+    assert (zoo.checkpoint_path(zoo.configuration("tiny-test", profile=other))
+            != zoo.checkpoint_path(zoo.configuration("tiny-test", profile=quick)))
+    # a declared field changes: a new key
+    more = quick.replace(epochs=quick.epochs + 1)
+    assert zoo.checkpoint_path(zoo.configuration(name, profile=more)) != zoo.checkpoint_path(config)
+
+
+def test_unknown_fields_in_uses_are_refused_at_registration():
+    with pytest.raises(ValueError, match=r"uses=.*'no_such_budget'"):
+        zoo.register("uses-typo-test", build=lambda info: SmallCNN(info), uses=("epochs", "no_such_budget"))(
+            _fit_tiny)
+    assert "uses-typo-test" not in zoo._RECIPES

@@ -87,6 +87,7 @@ def train_substitute(oracle: nn.Module | Callable, x_seed: torch.Tensor, *, roun
     lam = check_eps(lam, "lam")
     if tau is not None:
         tau = check_positive_int(tau, "tau")
+    torch.manual_seed(seed)  # the substitute's initial weights are part of what seed fixes
     substitute = build() if build is not None else classifier_for(_info_for(x_seed), width=16)
     x_set = x_seed.detach().cpu()
     labels = torch.empty(0, dtype=torch.long)
