@@ -40,6 +40,8 @@ class Profile:
     adv_train_subset: int | None  #: training examples of every adversarial-training recipe (``None``: all)
     adv_epochs: int  #: epochs of every adversarial-training recipe
     adv_train_steps: int  #: PGD steps used to *train* (Madry et al. use 40 on MNIST)
+    co_train_subset: int | None  #: training images of the catastrophic-overfitting recipe (``None``: all)
+    co_epochs: int  #: epochs of that recipe (its monitor records one point per epoch)
     # --- evaluation -----------------------------------------------------------------------
     eval_subset: int  #: test examples every attack is evaluated on
     expensive_eval_subset: int  #: test examples for the slow attacks (C&W, JSMA, DeepFool)
@@ -70,18 +72,22 @@ class Profile:
     gradreg_train_subset: int | None  #: training images of every chapter-4 recipe (``None``: all)
     gradreg_epochs: int  #: epochs of every chapter-4 recipe (contractive, input gradient, teacher, student)
     gradreg_eval_subset: int  #: test images of chapter 4's strongest (adaptive) evaluation
+    gradreg_cw_subset: int  #: test images of chapter 4's C&W L2 minimal-perturbation measurement
     # --- chapter 5: randomness --------------------------------------------------------------
     random_eval_draws: int  #: draws k of the randomness that judge every answer of a randomised model
     random_eval_subset: int  #: test examples of the adaptive (EOT) evaluation of the randomised defences
     eot_max_samples: int  #: the largest number of EOT samples (the sweep 1, 2, 4, .. and EOT-PGD's)
     eot_sweep_subset: int  #: test examples of the sweep of robust accuracy against EOT samples
+    random_spsa_subset: int  #: at most this many survivors of the gradient attacks meet SPSA (gradient-free check)
     # --- chapter 6: detection ---------------------------------------------------------------
     detector_train_subset: int | None  #: training images (and as many adversarial ones) of the detector network
     detector_epochs: int  #: epochs of detector-network training (Metzen et al. 2017)
     detector_attack_steps: int  #: BIM steps that make the detector's adversarial training images
-    kde_train_subset: int | None  #: training images whose features the kernel density holds (Feinman et al.: all)
+    kde_train_subset: int | None  #: training images whose features the kernel density holds (Feinman et al.: all; disjoint from the detector's)
     mc_samples: int  #: stochastic passes T of the Monte-Carlo dropout uncertainty (Feinman et al.: 50)
     detection_eval_subset: int  #: test images of chapter 6's ROC curves and adaptive attacks
+    mc_attack_subset: int  #: test images of the adaptive attacks on the MC-dropout detectors (T passes a step)
+    detection_cw_subset: int  #: test images of C&W's distortion through each joined detector (C&W 2017's second measure)
     # --- chapter 8: certified robustness ------------------------------------------------------
     smoothing_train_subset: int | None  #: training examples of the Gaussian-noise (smoothing) recipes
     smoothing_epochs: int  #: epochs of Gaussian-noise training (Cohen et al. 2019)
@@ -111,6 +117,8 @@ QUICK = Profile(
     adv_train_subset=10_000,
     adv_epochs=3,
     adv_train_steps=3,
+    co_train_subset=2_000,
+    co_epochs=8,
     eval_subset=500,
     expensive_eval_subset=100,
     spsa_eval_subset=25,
@@ -137,18 +145,22 @@ QUICK = Profile(
     gradreg_train_subset=10_000,
     gradreg_epochs=3,
     gradreg_eval_subset=200,
+    gradreg_cw_subset=50,
     # chapter 5
     random_eval_draws=16,
-    random_eval_subset=100,
-    eot_max_samples=32,
-    eot_sweep_subset=50,
+    random_eval_subset=60,
+    eot_max_samples=16,
+    eot_sweep_subset=30,
+    random_spsa_subset=5,
     # chapter 6
     detector_train_subset=2_000,
     detector_epochs=3,
     detector_attack_steps=5,
     kde_train_subset=2_000,
-    mc_samples=10,
+    mc_samples=8,
     detection_eval_subset=100,
+    mc_attack_subset=30,
+    detection_cw_subset=10,
     # chapter 8
     smoothing_train_subset=10_000,
     smoothing_epochs=3,
@@ -158,8 +170,8 @@ QUICK = Profile(
     smoothing_votes=100,
     ibp_train_subset=10_000,
     ibp_epochs=4,
-    ibp_warmup_epochs=0.25,
-    ibp_rampup_epochs=2,
+    ibp_warmup_epochs=0.15,
+    ibp_rampup_epochs=1,
 )
 
 FULL = Profile(
@@ -171,6 +183,8 @@ FULL = Profile(
     adv_train_subset=None,
     adv_epochs=40,
     adv_train_steps=40,
+    co_train_subset=None,
+    co_epochs=15,
     eval_subset=10_000,
     expensive_eval_subset=1_000,
     spsa_eval_subset=1_000,
@@ -197,18 +211,22 @@ FULL = Profile(
     gradreg_train_subset=None,
     gradreg_epochs=20,
     gradreg_eval_subset=1_000,
+    gradreg_cw_subset=1_000,
     # chapter 5
     random_eval_draws=100,
     random_eval_subset=1000,
     eot_max_samples=128,
     eot_sweep_subset=500,
+    random_spsa_subset=200,
     # chapter 6
-    detector_train_subset=None,
+    detector_train_subset=10_000,
     detector_epochs=10,
     detector_attack_steps=10,
-    kde_train_subset=None,
+    kde_train_subset=50_000,
     mc_samples=50,
     detection_eval_subset=1_000,
+    mc_attack_subset=500,
+    detection_cw_subset=200,
     # chapter 8
     smoothing_train_subset=None,
     smoothing_epochs=20,
@@ -230,7 +248,7 @@ def device() -> torch.device:
 
     ``COURSEPKG_DEVICE=cpu`` (or ``cuda``, ``cuda:1``, ``mps``) forces a choice.
     """
-    forced = os.environ.get(DEVICE_ENV, "").strip()
+    forced = os.environ.get(DEVICE_ENV, "").strip().lower()
     if forced:
         try:
             chosen = torch.device(forced)
