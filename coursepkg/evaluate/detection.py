@@ -17,8 +17,8 @@ differentiable for the adaptive attack anyway (:mod:`coursepkg.defences.detectio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -279,5 +279,18 @@ def detection_attacks(*, eps: float | None = None, view: nn.Module | None = None
             for name, attack in strongest_attacks(eps=eps, norm=norm, profile=profile).items()}
 
 
-__all__ = ["ROC", "roc_curve", "auc", "threshold_at_fpr", "detection_rate", "detector_scores", "evades",
-           "mean_l2", "EvasionResult", "evasion", "static_evasion", "detected_at_fpr", "detection_attacks"]
+__all__ = [
+    "ROC",
+    "EvasionResult",
+    "auc",
+    "detected_at_fpr",
+    "detection_attacks",
+    "detection_rate",
+    "detector_scores",
+    "evades",
+    "evasion",
+    "mean_l2",
+    "roc_curve",
+    "static_evasion",
+    "threshold_at_fpr",
+]
