@@ -231,8 +231,12 @@ class Smoothed(nn.Module):
         n_a = counts.gather(1, selected[:, None]).squeeze(1).cpu()
         p_lower = clopper_pearson_lower(n_a, torch.full_like(n_a, n), alpha)
         certified = p_lower > 0.5
-        radius = self.sigma * torch.distributions.Normal(0.0, 1.0).icdf(
-            p_lower.clamp(0.5, 1 - 1e-16).float())
+        from scipy.stats import norm  # float64 quantile: the radius never rounds upwards
+
+        exact = self.sigma * norm.ppf(p_lower.double().clamp(0.5, 1 - 1e-16).numpy())
+        radius = torch.from_numpy(exact).float()  # float32, rounded down if rounding moved it up
+        radius = torch.where(radius.double() > torch.from_numpy(exact),
+                             radius.nextafter(torch.zeros_like(radius)), radius)
         radius = torch.where(certified, radius, torch.zeros_like(radius))
         label = torch.where(certified, selected.cpu(), torch.full_like(selected.cpu(), ABSTAIN))
         return label.to(x.device), radius.to(x.device)
