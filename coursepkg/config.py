@@ -145,7 +145,7 @@ QUICK = Profile(
     gradreg_train_subset=10_000,
     gradreg_epochs=3,
     gradreg_eval_subset=200,
-    gradreg_cw_subset=50,
+    gradreg_cw_subset=25,
     # chapter 5
     random_eval_draws=16,
     random_eval_subset=60,
@@ -157,9 +157,9 @@ QUICK = Profile(
     detector_epochs=3,
     detector_attack_steps=5,
     kde_train_subset=2_000,
-    mc_samples=8,
+    mc_samples=6,
     detection_eval_subset=100,
-    mc_attack_subset=30,
+    mc_attack_subset=20,
     detection_cw_subset=10,
     # chapter 8
     smoothing_train_subset=10_000,
