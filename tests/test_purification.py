@@ -27,6 +27,7 @@ def test_purifiers_map_images_in_0_1_to_images_in_0_1_of_the_same_shape(purifier
 
 
 def test_purified_is_the_classifier_of_the_purified_image():
+    torch.manual_seed(0)
     clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     x = images()
     torch.testing.assert_close(Purified(BitDepth(2), clf)(x), clf(BitDepth(2)(x)))
@@ -50,6 +51,42 @@ def test_bit_depth_8_leaves_8_bit_images_unchanged_and_has_zero_gradient():
     x.requires_grad_(True)
     (grad,) = torch.autograd.grad(BitDepth(3)(x).sum(), x)
     assert grad.abs().max() == 0
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_bit_depth_first_threshold_moves_every_threshold_and_keeps_the_levels(bits):
+    top = 2 ** bits - 1
+    default = BitDepth(bits)
+    assert BitDepth(bits, first_threshold=0.5 / top).shift == 0.0
+    x = torch.rand(20, 1, 28, 28)
+    torch.testing.assert_close(BitDepth(bits, first_threshold=0.5 / top)(x), default(x), rtol=0, atol=0)
+    moved = BitDepth(bits, first_threshold=0.05)
+    thresholds = 0.05 + torch.arange(top) / top  # where the output steps up by one level
+    below, above = moved(thresholds - 1e-3), moved(thresholds + 1e-3)
+    torch.testing.assert_close(above - below, torch.full_like(below, 1.0 / top))
+    torch.testing.assert_close(below, torch.arange(top) / top)
+    out = moved(x)
+    levels = torch.arange(top + 1) / top
+    assert bool(torch.isclose(out.unsqueeze(-1), levels).any(-1).all())  # only the 2^b levels
+    assert torch.equal(moved(out), out)  # idempotent
+    # the direct computation: the default quantiser on the brightened image
+    torch.testing.assert_close(out, default((x - moved.shift).clamp(0, 1)), rtol=0, atol=0)
+
+
+def test_bit_depth_first_threshold_within_eps_lets_the_background_move():
+    from coursepkg.adaptive import reachable_levels
+    x = torch.zeros(2, 1, 4, 4)
+    for bits in (1, 2):
+        low, high = reachable_levels(BitDepth(bits), x, 0.1)
+        assert torch.equal(low, high)  # the default first threshold (>= 1/6) is out of reach
+        low, high = reachable_levels(BitDepth(bits, first_threshold=0.05), x, 0.1)
+        assert bool((high > low).all())
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 0.5, 1.0])
+def test_bit_depth_rejects_a_first_threshold_that_hides_a_level(value):
+    with pytest.raises(ValueError, match="first_threshold"):
+        BitDepth(2, first_threshold=value)  # 2 bits: it must lie in (0, 1/3)
 
 
 @pytest.mark.parametrize("bits", [0, 9, 2.5, True])
@@ -168,6 +205,7 @@ def test_tv_purifier_is_random_and_reproducible_under_a_seed():
 
 
 def test_tv_mask_keeps_about_keep_of_the_pixels():
+    torch.manual_seed(0)  # 39200 draws: 0.02 is ~9 standard deviations, and the seed fixes the draw
     mask = TVMinimisation(keep=0.3).sample_mask(torch.zeros(50, 1, 28, 28))
     assert abs(mask.mean().item() - 0.3) < 0.02
 

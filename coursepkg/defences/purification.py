@@ -112,13 +112,30 @@ class BitDepth(nn.Module):
     ``x -> round(x (2^b - 1)) / (2^b - 1)``: a staircase with 2^b levels.  A perturbation
     smaller than half a step is rounded away; the gradient of ``round`` is zero almost
     everywhere (autograd returns exactly zero), so a white-box attack sees a flat model.
+
+    ``first_threshold`` moves every rounding threshold by the same amount, so that the
+    lowest one sits at that value instead of ``1 / (2 (2^b - 1))``:
+    ``x -> clip(round((x - s) (2^b - 1)), 0, 2^b - 1) / (2^b - 1)`` with
+    ``s = first_threshold - 1 / (2 (2^b - 1))``.  The levels are unchanged.  It is the
+    default quantiser applied to images brightened by ``-s`` (a background at 0 becomes a
+    grey just below the threshold), which is how chapter 3 puts a threshold within an
+    attacker's reach of the background without changing the images or the classifier.
     """
 
-    def __init__(self, bits: int = 3):
+    def __init__(self, bits: int = 3, *, first_threshold: float | None = None):
         super().__init__()
         if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 8:
             raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
         self.bits = int(bits)
+        top = self.levels - 1
+        default = 0.5 / top
+        if first_threshold is None:
+            first_threshold = default
+        if not 0.0 < float(first_threshold) < 1.0 / top:
+            raise ValueError(f"first_threshold must lie in (0, {1.0 / top:.4g}) for {self.bits} bit(s) "
+                             f"(so every level stays reachable), got {first_threshold!r}")
+        self.first_threshold = float(first_threshold)
+        self.shift = self.first_threshold - default
 
     @property
     def levels(self) -> int:
@@ -126,10 +143,14 @@ class BitDepth(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top = self.levels - 1
-        return torch.round(x.clamp(0, 1) * top) / top
+        if self.shift == 0.0:
+            return torch.round(x.clamp(0, 1) * top) / top
+        return torch.round((x.clamp(0, 1) - self.shift) * top).clamp(0, top) / top
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        if self.shift == 0.0:
+            return f"bits={self.bits}"
+        return f"bits={self.bits}, first_threshold={self.first_threshold:.4g}"
 
 
 # --------------------------------------------------------------------------------------
