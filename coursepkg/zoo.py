@@ -70,7 +70,7 @@ class Recipe:
 
 
 class ProfileView:
-    """The fields ``uses`` of a :class:`Profile`, and nothing else.
+    """The fields ``uses`` of a :class:`~coursepkg.config.Profile`, and nothing else.
 
     A recipe's ``fit`` receives one, so reading a budget that does not key its checkpoint
     (and so could leave a stale model in the cache) is an error, not a silent bug.

@@ -182,7 +182,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     """Auto-PGD (Croce and Hein 2020, Algorithm 1): PGD with momentum and an adaptive step size.
 
     ``loss`` is ``"ce"`` (the cross-entropy, APGD-CE) or ``"dlr"`` (the difference of logits
-    ratio, :func:`dlr_loss`).  ``steps`` (default: the profile's ``apgd_steps``) is the only
+    ratio, :func:`~coursepkg.attacks.dlr_loss`).  ``steps`` (default: the profile's ``apgd_steps``) is the only
     budget; the step size starts at ``2 eps`` and is halved per example at the
     :func:`checkpoints` when progress stalls.  Every run starts at a uniformly random point
     of the ball (as in the authors' implementation); each example keeps its strongest run

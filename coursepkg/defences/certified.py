@@ -149,7 +149,7 @@ class Smoothed(nn.Module):
     """The smoothed classifier ``g`` of a base classifier (Cohen et al. 2019).
 
     * :meth:`counts` -- how often ``f(x + delta)`` picks each class over ``num`` draws;
-    * :meth:`predict` -- PREDICT: the top class, or :data:`ABSTAIN`;
+    * :meth:`predict` -- PREDICT: the top class, or ``ABSTAIN``;
     * :meth:`certify` -- CERTIFY: the top class and its certified L2 radius, or ABSTAIN;
     * ``forward(x)`` -- a Monte-Carlo estimate of ``g`` as logits: the log of the vote
       shares over ``votes`` draws (without abstention).  Its gradient is zero, so attacks

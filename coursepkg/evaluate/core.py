@@ -1,13 +1,13 @@
 """Accuracy, robust accuracy and the warning signs of gradient masking.
 
-* :func:`accuracy` -- clean accuracy, in batches;
-* :func:`robust_accuracy` -- accuracy under the *worst case over several attacks, per
+* :func:`~coursepkg.evaluate.accuracy` -- clean accuracy, in batches;
+* :func:`~coursepkg.evaluate.robust_accuracy` -- accuracy under the *worst case over several attacks, per
   example* (Carlini et al. 2019, section 4: an example counts as robust only if every
   attack fails on it), as a :class:`RobustResult`;
-* :func:`perturbation_norms`, :func:`attack_success_rate` -- how large and how effective
+* :func:`~coursepkg.evaluate.perturbation_norms`, :func:`~coursepkg.evaluate.attack_success_rate` -- how large and how effective
   a perturbation is;
-* :func:`accuracy_vs_eps` -- the accuracy-against-budget curve (:class:`AccuracyCurve`);
-* :func:`sanity_checks` -- the checklist of Athalye et al. (2018, section 3.1) and Carlini
+* :func:`~coursepkg.evaluate.accuracy_vs_eps` -- the accuracy-against-budget curve (:class:`AccuracyCurve`);
+* :func:`~coursepkg.evaluate.sanity_checks` -- the checklist of Athalye et al. (2018, section 3.1) and Carlini
   et al. (2019, section 5) that tells a real defence from masked gradients, as a
   :class:`SanityReport`.
 

@@ -4,12 +4,12 @@ An accuracy of 0.61 on 500 images is a binomial proportion: its 95% interval is 
 ±4 points, so two models 2 points apart on 100 images cannot be told apart.  Every
 accuracy the course reports carries an interval from here.
 
-* :func:`wilson_interval` -- the Wilson score interval (Wilson 1927), which keeps its
+* :func:`~coursepkg.evaluate.wilson_interval` -- the Wilson score interval (Wilson 1927), which keeps its
   coverage near the nominal level even at proportions near 0 or 1, where the textbook
   normal interval ``p ± 1.96 sqrt(p(1-p)/n)`` collapses to a point;
-* :func:`clopper_pearson_interval` -- the exact (conservative) interval of Clopper and
+* :func:`~coursepkg.evaluate.clopper_pearson_interval` -- the exact (conservative) interval of Clopper and
   Pearson (1934), from quantiles of the beta distribution;
-* :class:`Interval` -- a value with its interval, printed ``0.610 [0.567, 0.651]``.
+* :class:`~coursepkg.evaluate.Interval` -- a value with its interval, printed ``0.610 [0.567, 0.651]``.
 """
 
 from __future__ import annotations

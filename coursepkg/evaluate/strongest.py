@@ -1,6 +1,6 @@
 """The course's strongest evaluation: the yardstick of every "adaptive" column in the book.
 
-:func:`strongest` attacks a model with a fixed, diverse ensemble and counts an example as
+:func:`~coursepkg.evaluate.strongest` attacks a model with a fixed, diverse ensemble and counts an example as
 robust only if *every* attack fails on it (the per-example worst case; Carlini et al.
 2019, section 4.3; the recipe of AutoAttack, Croce and Hein 2020):
 
@@ -10,7 +10,7 @@ robust only if *every* attack fails on it (the per-example worst case; Carlini e
 * **PGD-CE** and **PGD-margin** -- the course's PGD with restarts, on the cross-entropy and
   on Carlini and Wagner's logit margin;
 * **SPSA** (Uesato et al. 2018), gradient-free, added when ``spsa=True`` or when
-  :func:`gradient_masking_flags` finds the gradients zero, non-finite or random.
+  :func:`~coursepkg.evaluate.gradient_masking_flags` finds the gradients zero, non-finite or random.
 
 Defence-specific adaptive attacks (BPDA, EOT, an attack through a detector) join through
 ``extra``.  Every attack runs only on the examples all earlier ones failed on, so adding an
@@ -38,7 +38,7 @@ SPSA_CHOICES = ("auto", True, False)
 
 def strongest_attacks(*, eps: float | None = None, norm: str = "linf",
                       profile: str | Profile | None = None, spsa_attack: bool = False) -> dict[str, Callable]:
-    """The attacks of :func:`strongest`, by name, with the profile's budgets.
+    """The attacks of :func:`~coursepkg.evaluate.strongest`, by name, with the profile's budgets.
 
     ``eps`` is left to the caller (``robust_accuracy(..., eps=...)``) unless given here.
     Use them to compose the course's evaluation with a view of a model, e.g.
@@ -109,10 +109,10 @@ def strongest(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
               progress: bool = False) -> RobustResult:
     """Robust accuracy of ``model`` under the course's strongest evaluation (per-example worst case).
 
-    The attacks of :func:`strongest_attacks` run first, then every attack of ``extra`` (a
+    The attacks of :func:`~coursepkg.evaluate.strongest_attacks` run first, then every attack of ``extra`` (a
     dict ``name -> attack``, e.g. ``{"BPDA+EOT": attack_via(view, pgd, steps=100)}``), each
     on the examples all earlier attacks failed on.  ``spsa="auto"`` adds SPSA when
-    :func:`gradient_masking_flags` flags the model; ``True``/``False`` force it.
+    :func:`~coursepkg.evaluate.gradient_masking_flags` flags the model; ``True``/``False`` force it.
     ``per_attack`` of the result is cumulative: the accuracy after that attack and every
     one before it.  Read the figure as an *upper bound* on the true robust accuracy: a
     stronger attack can only lower it.
