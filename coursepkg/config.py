@@ -73,6 +73,7 @@ class Profile:
     gradreg_epochs: int  #: epochs of every chapter-4 recipe (contractive, input gradient, teacher, student)
     gradreg_eval_subset: int  #: test images of chapter 4's strongest (adaptive) evaluation
     gradreg_cw_subset: int  #: test images of chapter 4's C&W L2 minimal-perturbation measurement
+    gradreg_jsma_subset: int  #: test images of chapter 4's JSMA success rates (baseline and distilled)
     # --- chapter 5: randomness --------------------------------------------------------------
     random_eval_draws: int  #: draws k of the randomness that judge every answer of a randomised model
     random_eval_subset: int  #: test examples of the adaptive (EOT) evaluation of the randomised defences
@@ -144,8 +145,9 @@ QUICK = Profile(
     # chapter 4
     gradreg_train_subset=10_000,
     gradreg_epochs=3,
-    gradreg_eval_subset=200,
+    gradreg_eval_subset=150,
     gradreg_cw_subset=25,
+    gradreg_jsma_subset=50,
     # chapter 5
     random_eval_draws=16,
     random_eval_subset=60,
@@ -212,6 +214,7 @@ FULL = Profile(
     gradreg_epochs=20,
     gradreg_eval_subset=1_000,
     gradreg_cw_subset=1_000,
+    gradreg_jsma_subset=1_000,
     # chapter 5
     random_eval_draws=100,
     random_eval_subset=1000,

@@ -153,6 +153,18 @@ def test_evasion_view_counts_detection_as_the_true_class():
         assert torch.allclose(view(x[[4, 1]]), e[[4, 1]], atol=1e-6)
 
 
+def test_evasion_view_refuses_a_row_beyond_its_budget():
+    model, x = tiny_cnn(), images(6)
+    y = torch.arange(6) % 10
+    view = det.Evasion(det.Detected(model, Fixed(), 0.0), x, y, max_distance=0.5)
+    with torch.no_grad():
+        view(x[[2, 0]] + 0.01)  # within the budget: fine
+        with pytest.raises(ValueError, match="budget"):
+            view(1 - x[[0]])  # far from every clean image: its label is unknown
+    with pytest.raises(ValueError, match="max_distance"):
+        det.Evasion(det.Detected(model, Fixed(), 0.0), x, y, max_distance=-1.0)
+
+
 def test_evades_means_wrong_class_and_not_flagged():
     model, x = tiny_cnn(), images(6)
     with torch.no_grad():
@@ -235,3 +247,19 @@ def test_pgd_through_the_evasion_view_evades_a_differentiable_detector():
     assert adaptive.success.value >= static_success.value
     assert adaptive.success.value >= 0.5
     assert (evd.evades(joined, adaptive.x_adv[adaptive.evaded], y[adaptive.evaded])).all()
+
+
+def test_auc_interval_matches_hanley_mcneil_and_shrinks_with_n():
+    clean, adv = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([1.5, 2.5, 3.5, 4.5])
+    a = evd.auc(clean, adv)  # 13 of 16 pairs in order: 0.8125
+    assert a == pytest.approx(13 / 16)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = ((a * (1 - a) + 3 * (q1 - a * a) + 3 * (q2 - a * a)) / 16) ** 0.5
+    iv = evd.auc_interval(clean, adv)
+    assert iv.value == pytest.approx(a)
+    assert iv.hi == pytest.approx(min(1.0, a + 1.959964 * se), abs=1e-5)
+    assert iv.lo == pytest.approx(a - 1.959964 * se, abs=1e-5)
+    more = evd.auc_interval(clean.repeat(10), adv.repeat(10))  # same AUC, 10x the images
+    assert more.hi - more.lo < iv.hi - iv.lo
+    with pytest.raises(ValueError, match="confidence"):
+        evd.auc_interval(clean, adv, confidence=1.5)

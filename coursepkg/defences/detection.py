@@ -379,26 +379,41 @@ class Evasion(nn.Module):
 
     The labels are those of ``x_clean``; each row the attack evaluates takes the label of the
     clean image nearest to it (L2), so attacks that run on subsets of the batch (targeted
-    APGD does) work unchanged.
+    APGD does) work unchanged.  ``max_distance`` is an L2 budget (:func:`evading` sets it to
+    twice the radius of the attack's ball, ``2 eps sqrt(d)`` for L-infinity): a
+    row farther than that from every clean image cannot have come from the batch, and
+    raises instead of silently taking a wrong label.  Within half the smallest distance
+    between two clean images of different labels the nearest image's label is provably
+    right (triangle inequality); beyond it the look-up is a heuristic.
     """
 
-    def __init__(self, detected: nn.Module, x_clean: torch.Tensor, y: torch.Tensor):
+    def __init__(self, detected: nn.Module, x_clean: torch.Tensor, y: torch.Tensor, *,
+                 max_distance: float | None = None):
         super().__init__()
         _check_module(detected, "detected")
         if len(x_clean) != len(y):
             raise ValueError(f"x_clean and y must have the same length, got {len(x_clean)} and {len(y)}")
+        if max_distance is not None and not float(max_distance) >= 0:
+            raise ValueError(f"max_distance must be >= 0 or None, got {max_distance!r}")
         self.detected = detected
         self.training = detected.training
+        self.max_distance = None if max_distance is None else float(max_distance)
         self.register_buffer("anchors", x_clean.detach().flatten(1))
         self.register_buffer("labels", y.detach().long())
 
     def labels_of(self, x: torch.Tensor) -> torch.Tensor:
-        """The label of the clean image nearest to each row of ``x``."""
+        """The label of the clean image nearest to each row of ``x`` (checked against the budget)."""
         with torch.no_grad():
             flat = x.detach().flatten(1).to(self.anchors)
             if flat.shape == self.anchors.shape and torch.equal(flat, self.anchors):
                 return self.labels
-            return self.labels[_squared_distances(flat, self.anchors).argmin(1)]
+            nearest, idx = _squared_distances(flat, self.anchors).min(1)
+            if self.max_distance is not None:
+                far = float(nearest.clamp_min(0).sqrt().max())
+                if far > self.max_distance * (1 + 1e-4) + 1e-4:
+                    raise ValueError(f"a row is {far:.3f} (L2) from every clean image, beyond the attack's budget "
+                                     f"{self.max_distance:.3f}: its label is unknown; attack only rows of x_clean")
+            return self.labels[idx]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         joined = self.detected(x)
@@ -406,6 +421,18 @@ class Evasion(nn.Module):
         logits, adversarial = joined[:, :-1], joined[:, -1:]
         merged = torch.logsumexp(torch.cat([logits.gather(1, y), adversarial], dim=1), dim=1, keepdim=True)
         return logits.scatter(1, y, merged)
+
+
+def _l2_budget(x: torch.Tensor, kwargs: dict) -> float | None:
+    """Twice the L2 radius of the attack's ball (``eps * sqrt(d)`` for L-infinity): room for
+    probes just outside the ball (finite differences); None when the attack is unbounded."""
+    eps = kwargs.get("eps")
+    if eps is None:
+        return None  # e.g. C&W L2: no ball, no check
+    norm = str(kwargs.get("norm", "linf")).lower()
+    if norm in ("linf", "inf"):
+        return 2 * float(eps) * math.sqrt(x[0].numel())
+    return 2 * float(eps) if norm in ("l2", "2") else None
 
 
 def evading(attack: Callable, *, view: nn.Module | None = None, **fixed) -> Callable:
@@ -420,8 +447,9 @@ def evading(attack: Callable, *, view: nn.Module | None = None, **fixed) -> Call
         _check_module(view, "view")
 
     def evasion_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        seen = Evasion(model if view is None else view, x, y)
-        return attack(seen, x, y, **{**fixed, **kwargs})
+        merged = {**fixed, **kwargs}
+        seen = Evasion(model if view is None else view, x, y, max_distance=_l2_budget(x, merged))
+        return attack(seen, x, y, **merged)
 
     evasion_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_evading"
     return evasion_attack

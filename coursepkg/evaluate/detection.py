@@ -91,6 +91,25 @@ def auc(clean_scores, adversarial_scores) -> float:
     return roc_curve(clean_scores, adversarial_scores).auc
 
 
+def auc_interval(clean_scores, adversarial_scores, confidence: float = 0.95) -> Interval:
+    """The AUC with an approximate confidence interval (Hanley and McNeil 1982, eq. 2).
+
+    ``SE^2 = (A(1-A) + (n_a - 1)(Q1 - A^2) + (n_c - 1)(Q2 - A^2)) / (n_a n_c)`` with
+    ``Q1 = A / (2 - A)``, ``Q2 = 2A^2 / (1 + A)``; the interval is ``A +- z SE`` clipped to
+    [0, 1] -- a normal approximation, enough to tell "better than chance" from noise.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    n_c = len(_scores(clean_scores, "clean_scores"))
+    n_a = len(_scores(adversarial_scores, "adversarial_scores"))
+    a = auc(clean_scores, adversarial_scores)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_a - 1) * (q1 - a * a) + (n_c - 1) * (q2 - a * a)) / (n_a * n_c)
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + confidence / 2)))
+    half = z * max(var, 0.0) ** 0.5
+    return Interval(a, max(0.0, a - half), min(1.0, a + half), n_a + n_c)
+
+
 def threshold_at_fpr(clean_scores, fpr: float = 0.05) -> float:
     """The lowest threshold that flags at most a share ``fpr`` of the clean images.
 
@@ -283,6 +302,7 @@ __all__ = [
     "ROC",
     "EvasionResult",
     "auc",
+    "auc_interval",
     "detected_at_fpr",
     "detection_attacks",
     "detection_rate",
