@@ -49,7 +49,7 @@ def fake_attack(model, x, y, **kwargs):
 # --------------------------------------------------------------------------------------
 def test_mixed_loss_interpolates_clean_and_adversarial_cross_entropy(batch):
     x, y = batch
-    model = TinyNet()
+    x, model = x.double(), TinyNet().double()  # float64: the two sides differ only by rounding
     x_adv = shifted(x)
     clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
     assert torch.allclose(aug.mixed_adversarial_loss(model, x, x_adv, y, clean_weight=1.0), clean)
@@ -70,9 +70,11 @@ def test_adversarial_training_with_clean_weight_one_is_standard_training(batch):
 
 def test_logit_pairing_penalty_is_mean_squared_logit_distance():
     g = torch.Generator().manual_seed(2)
-    za, zb = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    # float64, so a wrong formula (off by far more than 1e-12) cannot hide in float32 rounding
+    za = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    zb = torch.randn(5, 4, generator=g, dtype=torch.float64)
     by_hand = sum(float(((za[i] - zb[i]) ** 2).sum()) for i in range(5)) / 5
-    assert aug.logit_pairing_penalty(za, zb).item() == pytest.approx(by_hand, rel=1e-6)
+    assert aug.logit_pairing_penalty(za, zb).item() == pytest.approx(by_hand, rel=1e-12)
     assert aug.logit_pairing_penalty(za, za).item() == 0.0
     with pytest.raises(ValueError, match="logits_clean"):
         aug.logit_pairing_penalty(za, zb[:, :3])
@@ -81,22 +83,26 @@ def test_logit_pairing_penalty_is_mean_squared_logit_distance():
 def test_logit_pairing_loss_equals_its_equation(batch, monkeypatch):
     x, y = batch
     monkeypatch.setattr(attacks, "pgd", fake_attack)
-    model = TinyNet()
+    x, model = x.double(), TinyNet().double()  # float64: the two formulas agree to ~1e-15, not ~1e-6
     loss = aug.logit_pairing(0.1, steps=3, clean_weight=0.5, pairing_weight=0.7)
     z, z_adv = model(x), model(shifted(x))
     expected = (0.5 * F.cross_entropy(z, y) + 0.5 * F.cross_entropy(z_adv, y)
                 + 0.7 * F.mse_loss(z, z_adv, reduction="sum") / len(x))
-    assert loss(model, x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss(model, x, y).item() == pytest.approx(expected.item(), rel=1e-10)
 
 
 def test_trades_kl_vanishes_at_the_clean_point_and_matches_torch(batch):
+    # In float32 the two formulas differ by a few eps_32 * |log p| ~ 1e-7 on a KL of ~5e-4, i.e.
+    # ~1e-4 relative: a tight comparison there is rounding noise.  In float64 that noise is
+    # ~1e-12 relative, so rel=1e-9 still catches any wrong term (a missing p, a swapped p/q).
     x, y = batch
-    model = TinyNet()
-    assert aug.trades_kl(model(x), model(x)).abs().item() < 1e-6
-    assert torch.allclose(aug.trades_objective(model, x, x, y, beta=6.0), F.cross_entropy(model(x), y), atol=1e-6)
+    x, model = x.double(), TinyNet().double()
+    assert aug.trades_kl(model(x), model(x)).abs().item() < 1e-12
+    assert torch.allclose(aug.trades_objective(model, x, x, y, beta=6.0), F.cross_entropy(model(x), y),
+                          rtol=0, atol=1e-12)
     z, z_adv = model(x), model(shifted(x))
     independent = F.kl_div(F.log_softmax(z_adv, 1), F.softmax(z, 1), reduction="batchmean")
-    assert aug.trades_kl(z, z_adv).item() == pytest.approx(independent.item(), rel=1e-5)
+    assert aug.trades_kl(z, z_adv).item() == pytest.approx(independent.item(), rel=1e-9)
     assert aug.trades_kl(z, z_adv).item() > 0
 
 
@@ -177,6 +183,38 @@ def test_recipes_are_registered_and_take_their_budgets_from_the_profile(monkeypa
     assert facts["epochs"] == 2 and facts["examples"] == 64
 
 
+def test_large_eps_recipe_trains_and_monitors_at_its_own_budget(monkeypatch):
+    from coursepkg import zoo
+    from coursepkg.data import dataset_info
+    from coursepkg.recipes import augmentation as recipes
+
+    assert "fgsm_training_large_eps" in zoo.recipes()
+    budgets = []
+    real_fgsm = attacks.fgsm
+
+    def spy_fgsm(model, x, y, *, eps, **kw):  # records the budget of every FGSM call
+        budgets.append(eps)
+        return real_fgsm(model, x, y, eps=eps, **kw)
+
+    def small_dataset(name, split):
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        return torch.rand(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g)
+
+    monkeypatch.setattr(recipes, "load_dataset", small_dataset)
+    monkeypatch.setattr(attacks, "fgsm", spy_fgsm)
+    tiny = profile("quick").replace(co_train_subset=64, co_epochs=2, pgd_steps=2)
+    info = dataset_info("fashion-mnist")
+    facts = recipes.fit_fgsm_training_large_eps(recipes._build(info, width=4), info, tiny,
+                                                torch.device("cpu"), eps_scale=2.0)
+    assert facts["examples"] == 64 and facts["epochs"] == 2
+    assert facts["eps"] == pytest.approx(2 * info.eps)
+    assert [m["epoch"] for m in facts["monitor"]] == [1, 2]
+    assert budgets and all(b == pytest.approx(2 * info.eps) for b in budgets)
+    with pytest.raises(ValueError, match="eps_scale"):
+        recipes.fit_fgsm_training_large_eps(recipes._build(info, width=4), info, tiny,
+                                            torch.device("cpu"), eps_scale=0.0)
+
+
 @pytest.mark.slow
 def test_pgd_training_raises_pgd_accuracy_over_standard_training():
     """On a small Fashion-MNIST problem, PGD training must beat standard training under PGD."""
@@ -193,9 +231,52 @@ def test_pgd_training_raises_pgd_accuracy_over_standard_training():
         x_adv = attacks.pgd(model, xt, yt, eps=eps, steps=10)
         return accuracy(model, x_adv, yt)
 
+    torch.manual_seed(0)  # the initial weights: the margin asserted below must not depend on luck
     standard, robust = SmallCNN(width=8), SmallCNN(width=8)
     kw = dict(epochs=3, batch_size=64, lr=2e-3, device="cpu", progress=False)
     train(standard, x, y, cross_entropy_loss, **kw)
     train(robust, x, y, aug.pgd_training(eps, steps=3), **kw)
     acc_standard, acc_robust = pgd_accuracy(standard), pgd_accuracy(robust)
     assert acc_robust > acc_standard + 0.2, (acc_standard, acc_robust)
+
+
+# --------------------------------------------------------------------------------------
+# The chapter's analysis tools
+# --------------------------------------------------------------------------------------
+def test_precomputed_attack_returns_the_rows_crafted_for_each_image():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 1, 4, 4, generator=g)
+    x_adv = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    attack = aug.precomputed_attack(x, x_adv)
+    idx = torch.tensor([5, 0, 39, 5, 17])
+    out = attack(TinyNet(), x[idx], torch.zeros(5, dtype=torch.long), eps=0.1)
+    assert torch.equal(out, x_adv[idx])
+
+
+def test_precomputed_attack_refuses_unknown_images_and_bad_shapes():
+    x = torch.rand(10, 1, 4, 4)
+    attack = aug.precomputed_attack(x, x.clone())
+    with pytest.raises(ValueError, match="not among"):
+        attack(TinyNet(), x[:2] + 0.5, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="one shape"):
+        aug.precomputed_attack(x, x[:5])
+
+
+def test_loss_surface_matches_a_direct_computation(batch):
+    x, y = batch
+    model = TinyNet().eval()
+    e1, e2, surf = aug.loss_surface(model, x[0], y[0], eps=0.1, n=5, seed=0)
+    assert surf.shape == e1.shape == e2.shape == (5, 5)
+    assert float(e1[0, 0]) == 0.0 and float(e1[-1, 0]) == pytest.approx(0.1)
+    with torch.no_grad():  # the origin of the grid is the clean loss
+        clean = F.cross_entropy(model(x[:1]), y[:1]).item()
+    assert float(surf[0, 0]) == pytest.approx(clean, rel=1e-5, abs=1e-6)
+    point = x[:1].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(point), y[:1]), point)
+    r = torch.randint(0, 2, x[:1].shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    corner = (x[:1] + 0.1 * grad.sign() + 0.1 * r).clamp(0, 1)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(corner), y[:1]).item()
+    assert float(surf[-1, -1]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="one image"):
+        aug.loss_surface(model, x[:2], y[:2], eps=0.1)

@@ -51,6 +51,7 @@ __all__ = [
     "mixed_adversarial_loss", "logit_pairing_penalty", "trades_kl",
     "trades_objective", "trades_perturbation", "adversarial_training", "fgsm_training",
     "rfgsm_training", "fast_fgsm_training", "pgd_training", "logit_pairing", "trades",
+    "loss_surface", "precomputed_attack",
 ]
 
 
@@ -286,3 +287,70 @@ def trades(eps: float, *, steps: int, step_size: float | None = None, beta: floa
         return trades_objective(model, x, x_adv, y, beta=beta)
 
     return loss
+
+
+# --------------------------------------------------------------------------------------
+# Tools of the chapter's analysis
+# --------------------------------------------------------------------------------------
+def loss_surface(model: nn.Module, image: torch.Tensor, label: torch.Tensor, *, eps: float,
+                 n: int = 21, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cross-entropy around one image, as Tramèr et al. (2018, fig. 2) plot it.
+
+    With ``g = sign(grad_x L(x, y))`` and ``r`` a fixed vector of random signs (seeded), returns
+    ``(e1, e2, loss)``, three ``n x n`` tensors on the CPU: the loss at
+    ``clip(x + e1 g + e2 r)`` over the grid ``e1, e2 in [0, eps]``.  One batched forward pass.
+    """
+    from ..attacks import attack_mode
+
+    eps = _check_eps(eps)
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (grid points per axis), got {n}")
+    if image.dim() != 3 or label.dim() != 0:
+        raise ValueError("give one image (C x H x W) and its label (a 0-d tensor), e.g. x[i], y[i]")
+    image, label = image[None].detach(), label[None]
+    with attack_mode(model):
+        point = image.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(point), label), point)
+        g = grad.sign()
+        gen = torch.Generator().manual_seed(seed)
+        r = (torch.randint(0, 2, image.shape, generator=gen) * 2 - 1).to(image)
+        e = torch.linspace(0, eps, int(n), device=image.device)
+        e1, e2 = torch.meshgrid(e, e, indexing="ij")
+        grid = (image + e1.reshape(-1, 1, 1, 1) * g + e2.reshape(-1, 1, 1, 1) * r).clamp(0, 1)
+        with torch.no_grad():
+            losses = F.cross_entropy(model(grid), label.expand(len(grid)), reduction="none")
+    return e1.cpu(), e2.cpu(), losses.reshape(int(n), int(n)).cpu()
+
+
+def precomputed_attack(x: torch.Tensor, x_adv: torch.Tensor) -> Attack:
+    """An "attack" that returns adversarial examples crafted once, e.g. on another model.
+
+    ``attack(model, xb, yb, **_)`` finds every row of ``xb`` among the rows of ``x`` and
+    returns the matching rows of ``x_adv``, whatever ``model`` it is handed: a transfer
+    attack crafted once and shown to many models, inside :func:`coursepkg.evaluate.strongest`
+    (``extra=``) or :func:`coursepkg.evaluate.robust_accuracy`, which hand an attack
+    subsets of the images.  A row of ``xb`` that is not in ``x`` raises ``ValueError``.
+    """
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x and x_adv must have one shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
+    flat = x.detach().flatten(1).double()
+    weights = torch.linspace(1.0, 2.0, flat.shape[1], dtype=torch.float64, device=flat.device)
+    keys = flat @ weights
+    order = torch.argsort(keys)
+    sorted_keys = keys[order]
+    stored = x_adv.detach()
+
+    def attack(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, **_) -> torch.Tensor:
+        fb = xb.detach().flatten(1).double().to(flat.device)
+        pos = torch.searchsorted(sorted_keys, fb @ weights).clamp(max=len(keys) - 1)
+        # the nearest key on either side, then an exact check of the whole row
+        left = (pos - 1).clamp(min=0)
+        key_b = fb @ weights
+        pick = torch.where((sorted_keys[left] - key_b).abs() < (sorted_keys[pos] - key_b).abs(),
+                           left, pos)
+        idx = order[pick]
+        if not torch.equal(flat[idx], fb):
+            raise ValueError("precomputed_attack: some images were not among those it was built on")
+        return stored[idx].to(xb)
+
+    return attack

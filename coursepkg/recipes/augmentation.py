@@ -10,7 +10,10 @@ budget ``info.eps``, on the profile's ``adv_train_subset`` for ``adv_epochs`` ep
 * ``fast_fgsm_training`` -- FGSM from a random start (Wong et al. 2020);
 * ``pgd_training`` -- PGD training (Madry et al. 2018), the course's positive control;
 * ``logit_pairing`` -- adversarial logit pairing, ALP (Kannan et al. 2018);
-* ``trades`` -- TRADES (Zhang et al. 2019).
+* ``trades`` -- TRADES (Zhang et al. 2019);
+* ``fgsm_training_large_eps`` -- FGSM training at ``eps_scale`` times the dataset's budget, on
+  its own small budget (``co_train_subset``, ``co_epochs``): the setting where single-step
+  training overfits catastrophically (Wong et al. 2020; Andriushchenko and Flammarion 2020).
 
 The losses are those of :mod:`coursepkg.defences.augmentation`.
 
@@ -50,12 +53,14 @@ def adversarial_training_data(info, profile, seed: int = 0):
     return subset(x, y, profile.adv_train_subset, seed=seed)
 
 
-def robustness_monitor(info, profile, record: list):
+def robustness_monitor(info, profile, record: list, *, eps: float | None = None):
     """An ``on_epoch_end`` callback appending clean, FGSM and PGD accuracy on ``MONITOR_SIZE``
-    test images, and the seconds it spent doing so, to ``record``."""
+    test images, and the seconds it spent doing so, to ``record``.  Both attacks use the
+    budget ``eps`` (default ``info.eps``)."""
     from ..attacks import fgsm, pgd
     from ..evaluate import accuracy
 
+    eps = info.eps if eps is None else float(eps)
     x, y = subset(*load_dataset(info.name, "test"), MONITOR_SIZE, seed=_MONITOR_SEED)
 
     def monitor(epoch, model):
@@ -69,8 +74,8 @@ def robustness_monitor(info, profile, record: list):
         record.append({
             "epoch": epoch + 1,
             "clean": acc(x),
-            "fgsm": acc(fgsm(model, xd, yd, eps=info.eps).cpu()),
-            "pgd": acc(pgd(model, xd, yd, eps=info.eps, steps=profile.pgd_steps).cpu()),
+            "fgsm": acc(fgsm(model, xd, yd, eps=eps).cpu()),
+            "pgd": acc(pgd(model, xd, yd, eps=eps, steps=profile.pgd_steps).cpu()),
             "seconds": time.perf_counter() - start,
         })
 
@@ -149,3 +154,34 @@ def fit_trades(model, info, profile, device, *, seed=0, beta=6.0, **_):
     """TRADES (Zhang et al. 2019): clean cross-entropy plus beta times the worst-case KL."""
     loss = training_loss("trades", info, profile, beta=beta)
     return _fit(model, info, profile, device, loss, seed=seed, desc="TRADES")
+
+
+#: the profile fields of the catastrophic-overfitting recipe (they key its checkpoints)
+CO_USES = ("co_train_subset", "co_epochs", "batch_size", "lr", "pgd_steps")
+
+
+@register("fgsm_training_large_eps", build=_build,
+          defaults={"width": 16, "clean_weight": 0.5, "eps_scale": 3.0}, uses=CO_USES)
+def fit_fgsm_training_large_eps(model, info, profile, device, *, seed=0, clean_weight=0.5,
+                                eps_scale=3.0, **_):
+    """FGSM training from the data point (no random start) at ``eps_scale * info.eps``.
+
+    Catastrophic overfitting (Wong et al. 2020, sec. 5; Andriushchenko and Flammarion 2020)
+    appears with large single steps and large budgets: accuracy under FGSM stays high while
+    accuracy under PGD collapses.  ``monitor`` records both, at the training budget, after
+    every epoch; ``eps`` is that budget.
+    """
+    if not eps_scale > 0:
+        raise ValueError(f"eps_scale must be positive, got {eps_scale}")
+    eps = float(eps_scale) * info.eps
+    loss = losses.fgsm_training(eps, clean_weight=clean_weight)
+    x, y = subset(*load_dataset(info.name, "train"), profile.co_train_subset, seed=seed)
+    record: list = []
+    log = train(model, x, y, loss, epochs=profile.co_epochs, batch_size=profile.batch_size,
+                lr=profile.lr, seed=seed, device=device, desc=f"FGSM training at eps {eps:g}",
+                on_epoch_end=robustness_monitor(info, profile, record, eps=eps))
+    facts = log.as_dict()
+    facts["monitor"] = record
+    facts["seconds"] -= sum(r["seconds"] for r in record)
+    facts["eps"] = eps
+    return facts
