@@ -183,8 +183,9 @@ class RandomResizePad(nn.Module):
     """Random resizing and padding in front of a classifier (Xie et al. 2018), scaled to 28 x 28.
 
     The paper resizes a 299-pixel image to a random side in [299, 331) and pads it to 331,
-    a growth of about 11%; here a 28-pixel image goes to a side in [``min_size``,
-    ``max_size``) = [28, 32) and is padded to ``padded`` = 32.  The course's classifiers
+    a growth of about 11% (331/299); here a 28-pixel image goes to a side in [``min_size``,
+    ``max_size``) = [28, 32) and is padded to ``padded`` = 32, a growth of about 14%
+    (32/28: the nearest whole-pixel canvas).  The course's classifiers
     are trained at 28 x 28, so the canvas is resized back to 28 x 28 before the (unchanged,
     already trained) classifier sees it: the image ends up shrunk by a factor between 28/32
     and 31/32 and shifted by a few pixels.  Fresh randomness on every forward pass.

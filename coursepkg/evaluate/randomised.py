@@ -112,7 +112,7 @@ class RandomisedAccuracy:
         return self.value("worst")
 
     def interval(self, rule: str = "worst", confidence: float = 0.95):
-        """:meth:`value` with its Wilson interval (an :class:`coursepkg.evaluate.Interval`)."""
+        """``value`` with its Wilson interval (an :class:`coursepkg.evaluate.Interval`)."""
         return _interval(self.correct(rule), confidence)
 
     def as_dict(self) -> dict:
