@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks._common import check_eps
 from ..models import BlockModel, MCDropout, Normalize
 
 __all__ = [
@@ -58,16 +59,6 @@ def _positive(value, name: str) -> float:
         raise TypeError(f"{name} must be a number, got {value!r}") from err
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _nonnegative(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a number, got {value!r}") from err
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
 
 
@@ -326,7 +317,7 @@ def _interval_step(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor):
 
 def _input_box(x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
     x = _images(x)
-    eps = _nonnegative(eps, "eps")
+    eps = check_eps(eps, "eps")
     return (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
 
 
@@ -407,7 +398,7 @@ class IBPLoss:
         if isinstance(warmup, bool) or int(warmup) != warmup or int(warmup) < 0:
             raise ValueError(f"warmup must be an integer >= 0 (training steps), got {warmup!r}")
         self.rampup, self.warmup = int(rampup), int(warmup)
-        self.kappa_end = _nonnegative(kappa_end, "kappa_end")
+        self.kappa_end = check_eps(kappa_end, "kappa_end")
         if self.kappa_end > 1:
             raise ValueError(f"kappa_end must lie in [0, 1], got {kappa_end}")
         self.step = 0
