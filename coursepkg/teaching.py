@@ -34,6 +34,12 @@ SOLUTION_TAG = "solution"
 #: Tags that only make sense for a filled-in solution in the HTML book.
 _BOOK_ONLY_TAGS = {"hide-input", "hide-output", "hide-cell", "remove-input", "remove-output"}
 CODE_STUB = "# Your solution here\n"
+#: Cell metadata of a code solution holding the student's starting code (a checked exercise:
+#: the stub defines the names its check cell uses, e.g. ``def my_fgsm(...): raise
+#: NotImplementedError``); without it the solution becomes ``CODE_STUB``.
+STUB_KEY = "student_stub"
+#: The tag of the cell that checks a coding exercise (``coursepkg.exercises.check_*``).
+CHECK_TAG = "check"
 MARKDOWN_STUB = (
     "**Your solution here.** *(The worked solution is in the book's version of this chapter.)*"
 )
@@ -100,7 +106,8 @@ def is_solution(cell) -> bool:
 def student_copy(notebook, source: Path):
     """The student version of ``notebook`` (an ``nbformat`` node), without modifying it.
 
-    Solution cells are emptied (code -> ``CODE_STUB``, markdown -> ``MARKDOWN_STUB``)
+    Solution cells are emptied (code -> its ``student_stub`` metadata, or ``CODE_STUB``;
+    markdown -> ``MARKDOWN_STUB``)
     and lose their book-only display tags; every code cell loses its outputs and execution
     count; a note naming ``source`` is put first.
     """
@@ -112,7 +119,11 @@ def student_copy(notebook, source: Path):
         if "execution" in cell.get("metadata", {}):
             del cell.metadata["execution"]
         if is_solution(cell):
-            cell.source = CODE_STUB if cell.cell_type == "code" else MARKDOWN_STUB
+            stub = cell.metadata.pop(STUB_KEY, None)
+            if cell.cell_type == "code":
+                cell.source = stub if stub is not None else CODE_STUB
+            else:
+                cell.source = MARKDOWN_STUB
             cell.metadata["tags"] = [t for t in cell.metadata["tags"] if t not in _BOOK_ONLY_TAGS]
     nb.metadata.pop("widgets", None)
     header = nbformat.v4.new_markdown_cell(header_cell_text(source))
