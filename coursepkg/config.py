@@ -100,6 +100,12 @@ class Profile:
     ibp_epochs: int  #: epochs of IBP training (Gowal et al. 2018)
     ibp_warmup_epochs: float  #: epochs of clean training before the ramp-up
     ibp_rampup_epochs: float  #: epochs over which eps grows from 0 to its value
+    # --- chapter 7: why defending is hard ----------------------------------------------------
+    table_eval_subset: int  #: test images of chapter 7's course table and transfer matrix
+    table_slow_subset: int  #: the first of them for the slow defences (TV, PixelDefend, randomised, MC dropout)
+    table_sanity_subset: int  #: the first of them that the gradient-masking checklist runs on
+    tradeoff_train_subset: int | None  #: training images of each model of the robustness-accuracy sweep
+    tradeoff_epochs: int  #: epochs of each model of that sweep (PGD training at several training eps)
 
     def replace(self, **changes) -> "Profile":
         """A copy with some budgets changed (handy in exercises: ``profile().replace(epochs=1)``)."""
@@ -174,6 +180,12 @@ QUICK = Profile(
     ibp_epochs=4,
     ibp_warmup_epochs=0.15,
     ibp_rampup_epochs=1,
+    # chapter 7
+    table_eval_subset=50,
+    table_slow_subset=10,
+    table_sanity_subset=20,
+    tradeoff_train_subset=4_000,
+    tradeoff_epochs=2,
 )
 
 FULL = Profile(
@@ -241,9 +253,17 @@ FULL = Profile(
     ibp_epochs=100,
     ibp_warmup_epochs=3,
     ibp_rampup_epochs=17,
+    # chapter 7
+    table_eval_subset=1_000,
+    table_slow_subset=200,
+    table_sanity_subset=200,
+    tradeoff_train_subset=None,
+    tradeoff_epochs=20,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QUICK, FULL)}
+#: Budgets changed on top of the chosen profile, e.g. ``epochs=1,eval_subset=64``.
+OVERRIDES_ENV = "COURSEPKG_PROFILE_OVERRIDES"
 
 
 def device() -> torch.device:
@@ -308,7 +328,52 @@ def profile(name: str | Profile | None = None) -> Profile:
             f"unknown profile {name!r}: choose one of {sorted(PROFILES)} "
             f"(or unset {PROFILE_ENV})"
         )
-    return PROFILES[name]
+    return apply_overrides(PROFILES[name], os.environ.get(OVERRIDES_ENV, ""))
+
+
+def _parse_budget(key: str, value: str, kind: type):
+    """``value`` (text) as the type ``kind`` of the budget ``key``; ``"1e3"`` is a valid int."""
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if kind is int:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{OVERRIDES_ENV}: {key} needs a {kind.__name__}, got {value!r}") from None
+
+
+def apply_overrides(base: Profile, spec: str) -> Profile:
+    """``base`` with the budgets named in ``spec`` changed: ``"epochs=1,eval_subset=64"``.
+
+    This is how ``COURSEPKG_PROFILE_OVERRIDES`` shrinks a profile, e.g. to rehearse the full
+    profile's script on a CPU in minutes (``benchmarks/full_profile.sh``).  Each value is
+    converted to the type of the field it replaces; an unknown field or a value of the wrong
+    type is an error that names the variable.
+    """
+    changes = {}
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in fields or key == "name":
+            raise ValueError(
+                f"{OVERRIDES_ENV}: {item!r} is not 'field=value' for a budget of Profile; "
+                f"fields: {', '.join(sorted(k for k in fields if k != 'name'))}")
+        annotation = str(fields[key].type)  # e.g. "int | None": the whole set when None
+        if value.lower() == "none" and "None" in annotation:
+            changes[key] = None
+            continue
+        current = getattr(base, key)
+        kind = type(current) if current is not None else (
+            float if "float" in annotation else int)
+        changes[key] = _parse_budget(key, value, kind)
+    return base.replace(**changes) if changes else base
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

@@ -103,3 +103,47 @@ def test_forcing_a_missing_cuda_device_names_the_ones_there_are(monkeypatch):
     with pytest.raises(RuntimeError, match="asks for CUDA device") as err:
         config.device()
     assert "\n" not in str(err.value)
+
+
+# --- COURSEPKG_PROFILE_OVERRIDES: shrinking a profile for a rehearsal ---------------------------
+
+
+def test_overrides_change_only_the_named_budgets_with_their_types():
+    from coursepkg.config import FULL, apply_overrides
+
+    small = apply_overrides(FULL, "epochs=1, eval_subset=6.4e1, lr=0.05")
+    assert (small.epochs, small.eval_subset, small.lr) == (1, 64, 0.05)
+    assert isinstance(small.eval_subset, int) and small.name == "full"
+    unchanged = {k: v for k, v in small.as_dict().items()
+                 if k not in ("epochs", "eval_subset", "lr")}
+    assert unchanged == {k: v for k, v in FULL.as_dict().items()
+                         if k not in ("epochs", "eval_subset", "lr")}
+    assert apply_overrides(FULL, "") is FULL
+
+
+@pytest.mark.parametrize("spec", ["epoch=1", "epochs", "name=quick", "epochs=1.5", "lr=fast"])
+def test_a_bad_override_names_the_variable(spec):
+    from coursepkg.config import FULL, OVERRIDES_ENV, apply_overrides
+
+    with pytest.raises(ValueError, match=OVERRIDES_ENV):
+        apply_overrides(FULL, spec)
+
+
+def test_profile_reads_the_overrides_from_the_environment(monkeypatch):
+    from coursepkg.config import OVERRIDES_ENV, profile
+
+    monkeypatch.setenv(OVERRIDES_ENV, "epochs=2")
+    assert profile("full").epochs == 2 and profile("quick").epochs == 2
+    monkeypatch.delenv(OVERRIDES_ENV)
+    assert profile("quick") == config.QUICK and profile("full") == config.FULL
+
+
+def test_an_override_of_a_budget_that_is_none_takes_the_annotated_type():
+    from coursepkg.config import FULL, apply_overrides
+
+    nullable = [f.name for f in dataclasses.fields(FULL)
+                if getattr(FULL, f.name) is None and "int" in str(f.type)]
+    assert nullable, "the full profile has whole-set budgets (None)"
+    changed = apply_overrides(FULL, f"{nullable[0]}=256")
+    assert getattr(changed, nullable[0]) == 256
+    assert getattr(apply_overrides(changed, f"{nullable[0]}=none"), nullable[0]) is None

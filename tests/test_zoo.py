@@ -193,3 +193,18 @@ def test_unknown_fields_in_uses_are_refused_at_registration():
         zoo.register("uses-typo-test", build=lambda info: SmallCNN(info), uses=("epochs", "no_such_budget"))(
             _fit_tiny)
     assert "uses-typo-test" not in zoo._RECIPES
+
+
+def test_train_all_trains_then_loads_and_reports_each_recipe(tmp_path):
+    first = zoo.train_all(["tiny-test"], profile="quick")
+    second = zoo.train_all(["tiny-test"], profile="quick")
+    assert [r["name"] for r in first] == ["tiny-test"]
+    assert first[0]["cached"] is False and second[0]["cached"] is True
+    # the second run reports the training time recorded by the first, not its load time
+    assert second[0]["train_seconds"] == first[0]["train_seconds"] >= 0.0
+
+
+def test_the_command_line_refuses_an_unknown_recipe(capsys):
+    with pytest.raises(SystemExit):
+        zoo.main(["no-such-recipe"])
+    assert "unknown recipe" in capsys.readouterr().err

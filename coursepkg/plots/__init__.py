@@ -15,6 +15,26 @@ them in chapter 1 ("Adversarial examples and threat models").
   static figure (for the HTML book) and as an ipywidgets slider (for a live notebook);
 * :class:`Table` -- a small table that renders as HTML in a notebook and as text elsewhere.
 
+Explanatory figures (:mod:`coursepkg.plots.diagrams`), each drawn where a chapter first
+needs it, no argument required:
+
+* :func:`~coursepkg.plots.diagrams.lp_balls` -- the L-infinity, L2, L1 and L0 balls in 2-D
+  and the steepest step in each (chapter 1);
+* :func:`~coursepkg.plots.diagrams.minmax_picture` -- adversarial training's inner max and
+  outer min on a loss landscape (chapter 2);
+* :func:`~coursepkg.plots.diagrams.bpda_diagram` -- BPDA's forward and backward passes
+  (chapter 3);
+* :func:`~coursepkg.plots.diagrams.pixelcnn_receptive_field` -- a PixelCNN's masks and the
+  blind spot of its receptive field (chapter 3);
+* :func:`~coursepkg.plots.diagrams.gradient_masking_picture` -- a zero gradient beside a
+  high loss one step away (chapter 4);
+* :func:`~coursepkg.plots.diagrams.eot_picture` -- expectation over transformation
+  (chapter 5);
+* :func:`~coursepkg.plots.diagrams.detector_as_extra_class` -- a detector joined to the
+  classifier as class K+1 (chapter 6);
+* :func:`~coursepkg.plots.diagrams.certified_radius_picture` -- randomised smoothing's
+  certified radius (chapter 8).
+
 Figures are made with ``matplotlib.pyplot`` and returned; in a notebook, assign the
 result (``fig = show_adversarial_grid(...)``) and the inline backend shows it once.
 Images are ``N x C x H x W`` tensors in [0, 1] on any device.
@@ -398,3 +418,6 @@ class Table:
         return "\n".join(([self.caption] if self.caption else []) + lines)
 
     __repr__ = __str__
+
+
+from .diagrams import *  # noqa: E402,F401,F403
