@@ -369,9 +369,8 @@ def apply_overrides(base: Profile, spec: str) -> Profile:
         if value.lower() == "none" and "None" in annotation:
             changes[key] = None
             continue
-        current = getattr(base, key)
-        kind = type(current) if current is not None else (
-            float if "float" in annotation else int)
+        kind = next((k for k in (bool, float, int, str) if k.__name__ in annotation),
+                    type(getattr(base, key)))
         changes[key] = _parse_budget(key, value, kind)
     return base.replace(**changes) if changes else base
 

@@ -10,7 +10,9 @@ One package, one module a topic; everything is re-exported here, so a chapter wr
 * :mod:`.strongest` -- :func:`strongest`, the course's strongest evaluation (APGD-CE,
   targeted APGD-DLR, PGD with both losses, SPSA when gradients look masked);
 * :mod:`.randomised` -- evaluating a model that is random at test time over k draws;
-* :mod:`.detection` -- ROC curves, AUC and attack success against a detector.
+* :mod:`.detection` -- ROC curves, AUC and attack success against a detector;
+* :mod:`.transfer` -- :func:`transfer_matrix`, the success of examples crafted on one
+  model against another (transferability).
 """
 
 from .core import (AccuracyCurve, RobustResult, SanityCheck, SanityReport, accuracy,
@@ -23,9 +25,10 @@ from .detection import (ROC, EvasionResult, auc, detection_attacks, detection_ra
                         threshold_at_fpr)
 from .randomised import (RandomisedAccuracy, RandomisedRobustResult, draws_correct,  # noqa: F401
                          randomised_accuracy, randomised_robust_accuracy)
+from .transfer import TransferMatrix, transfer_matrix
 
 __all__ = ["AccuracyCurve", "RobustResult", "SanityCheck", "SanityReport", "accuracy",
            "accuracy_vs_eps", "attack_name", "attack_success_rate", "perturbation_norms",
            "predictions", "robust_accuracy", "sanity_checks", "Interval",
            "clopper_pearson_interval", "wilson_interval", "gradient_masking_flags", "strongest",
-           "strongest_attacks"]
+           "strongest_attacks", "TransferMatrix", "transfer_matrix"]

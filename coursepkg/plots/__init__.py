@@ -421,3 +421,4 @@ class Table:
 
 
 from .diagrams import *  # noqa: E402,F401,F403
+from .transfer import *  # noqa: E402,F401,F403

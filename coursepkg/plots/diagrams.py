@@ -25,12 +25,13 @@ in style, so every figure reads in grey too.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 
-__all__ = [
+__all__ = [  # in the order of the chapters: lp_balls is chapter 1's  # noqa: RUF022
     "lp_balls",
     "minmax_picture",
     "bpda_diagram",
@@ -280,13 +281,13 @@ def minmax_picture(*, eps: float = 0.5, steps: int = 6, norm: str = "linf", lr: 
         cs = ax.contourf(grid, grid, surface, levels=levels, cmap="cividis")
         if norm == "linf":
             ball = mpatches.Rectangle((-eps, -eps), 2 * eps, 2 * eps, fill=False, ec="white",
-                                      lw=2, ls="--", label=rf"$\varepsilon$-ball ($L_\infty$)")
+                                      lw=2, ls="--", label=r"$\varepsilon$-ball ($L_\infty$)")
         else:
             ball = mpatches.Circle((0, 0), eps, fill=False, ec="white", lw=2, ls="--",
                                    label=r"$\varepsilon$-ball ($L_2$)")
         ax.add_patch(ball)
         colour = ORANGE if k == 0 else SKY
-        for a, b in zip(path[:-1], path[1:]):
+        for a, b in itertools.pairwise(path):
             if float((b - a).norm()) > 1e-9:
                 ax.annotate("", xy=tuple(b.tolist()), xytext=tuple(a.tolist()),
                             arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.8})
@@ -462,8 +463,9 @@ def pixelcnn_receptive_field(size: int = 7, *, first_kernel: int = 5, layers: in
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
         ax.set_title(title, fontsize=_FONT + 1)
 
-    for ax, mask, name in ((axes[0], mask_a, f"Mask A\n({first_kernel}x{first_kernel}, "
-                            "first layer)"), (axes[1], mask_b, "Mask B\n(3x3, later layers)")):
+    titles = (f"Mask A\n({first_kernel}x{first_kernel}, first layer)",
+              "Mask B\n(3x3, later layers)")
+    for ax, mask, name in zip(axes[:2], (mask_a, mask_b), titles):
         k = mask.shape[0]
         image = torch.where(mask.bool(), 2, 0)
         grid(ax, image, name)
@@ -494,7 +496,9 @@ _LEVELS = 4  # the quantised model reads its input rounded to steps of 1/_LEVELS
 def _masking_losses(t: torch.Tensor) -> dict[str, torch.Tensor]:
     """The loss along a direction ``x + t d`` (float32, as a network computes it) of three
     models with the same decision: smooth, saturated softmax, quantised input."""
-    margin = lambda s: 2.0 - 5.0 * s  # noqa: E731  (true-class logit minus the other)
+    def margin(s):  # the true class's logit minus the other's
+        return 2.0 - 5.0 * s
+
     return {"smooth": F.softplus(-margin(t)),
             "saturated": F.softplus(-_TEMPERATURE * margin(t)),
             "quantised": F.softplus(-margin(torch.round(t * _LEVELS) / _LEVELS))}
