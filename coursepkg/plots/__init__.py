@@ -142,7 +142,7 @@ def show_attack_grid(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor], 
     """
     import matplotlib.pyplot as plt
 
-    from .evaluate import predictions
+    from ..evaluate import predictions
 
     index = [int(i) for i in index]
     if not index:
@@ -228,7 +228,7 @@ def show_perturbations(x: torch.Tensor, adversarials: Mapping[str, torch.Tensor]
     """
     import matplotlib.pyplot as plt
 
-    from .evaluate import perturbation_norms, predictions
+    from ..evaluate import perturbation_norms, predictions
 
     indices = [index] if isinstance(index, int) else list(index)
     names = list(adversarials)
@@ -393,7 +393,7 @@ class Table:
         self.caption = caption
 
     def _cell(self, value) -> str:
-        from .evaluate.intervals import Interval
+        from ..evaluate.intervals import Interval
 
         if isinstance(value, (float, Interval)):  # an Interval prints "0.610 [0.567, 0.651]"
             return self.float_format.format(value)

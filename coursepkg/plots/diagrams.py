@@ -7,17 +7,22 @@ certified radius, ...) and returns the matplotlib ``Figure`` (it closes nothing)
 computations live in small private functions that ``tests/test_diagrams.py`` checks, so a
 picture cannot say something the maths does not.
 
-* :func:`lp_balls` -- chapter 1: the L-infinity, L2, L1 and L0 balls in two dimensions and
-  the step each attack takes inside them;
-* :func:`minmax_picture` -- chapter 2: adversarial training as a min-max problem;
-* :func:`bpda_diagram` -- chapter 3: BPDA's forward and backward passes;
-* :func:`pixelcnn_receptive_field` -- chapter 3: a PixelCNN's masks and the blind spot of its
-  receptive field;
-* :func:`gradient_masking_picture` -- chapter 4: why a zero gradient proves nothing;
-* :func:`eot_picture` -- chapter 5: expectation over transformation;
-* :func:`detector_as_extra_class` -- chapter 6: a detector joined to the classifier as an
-  extra class;
-* :func:`certified_radius_picture` -- chapter 8: randomised smoothing's certified radius.
+* :func:`~coursepkg.plots.diagrams.lp_balls` -- chapter 1: the L-infinity, L2, L1 and L0
+  balls in two dimensions and the step each attack takes inside them;
+* :func:`~coursepkg.plots.diagrams.minmax_picture` -- chapter 2: adversarial training as a
+  min-max problem;
+* :func:`~coursepkg.plots.diagrams.bpda_diagram` -- chapter 3: BPDA's forward and backward
+  passes;
+* :func:`~coursepkg.plots.diagrams.pixelcnn_receptive_field` -- chapter 3: a PixelCNN's
+  masks and the blind spot of its receptive field;
+* :func:`~coursepkg.plots.diagrams.gradient_masking_picture` -- chapter 4: why a zero
+  gradient proves nothing;
+* :func:`~coursepkg.plots.diagrams.eot_picture` -- chapter 5: expectation over
+  transformation;
+* :func:`~coursepkg.plots.diagrams.detector_as_extra_class` -- chapter 6: a detector joined
+  to the classifier as an extra class;
+* :func:`~coursepkg.plots.diagrams.certified_radius_picture` -- chapter 8: randomised
+  smoothing's certified radius.
 
 Colours are the Okabe-Ito palette, safe for colour-blind readers, and lines also differ
 in style, so every figure reads in grey too.
@@ -109,7 +114,7 @@ def lp_balls(eps: float = 1.0, *, gradient=(1.0, 0.45), x=(0.3, 0.55)):
 
     Left: the three balls around a point ``x``, a gradient ``g`` of the loss at ``x``, and
     for each ball the step ``delta`` that increases the linearised loss ``g . delta`` most,
-    computed by :func:`_dual_maximiser`: FGSM's signed step lands on a corner of the
+    computed by ``_dual_maximiser``: FGSM's signed step lands on a corner of the
     L-infinity ball (Goodfellow et al. 2015, ``goodfellow2015explaining``), the L2 step goes
     along ``g``, and the L1 step spends everything on one coordinate.  Each reaches
     ``eps ||g||_q`` with the dual norm ``q`` (Madry et al. 2018, ``madry2018towards``).
@@ -130,8 +135,8 @@ def lp_balls(eps: float = 1.0, *, gradient=(1.0, 0.45), x=(0.3, 0.55)):
         raise ValueError(f"x must be two numbers in [0, 1], got {x!r}")
 
     plt = _plt()
-    fig, (ax, ax0) = plt.subplots(1, 2, figsize=(8.2, 4.2), layout="constrained",
-                                  gridspec_kw={"width_ratios": [1.25, 1]})
+    fig, (ax, ax0) = plt.subplots(1, 2, figsize=(8.4, 5.0), layout="constrained",
+                                  gridspec_kw={"width_ratios": [1.45, 1]})
     styles = {"linf": (BLUE, "-", r"$L_\infty$ ball: $|\delta_1|, |\delta_2| \leq \varepsilon$"),
               "l2": (VERMILLION, "--", r"$L_2$ ball: $\|\delta\|_2 \leq \varepsilon$"),
               "l1": (GREEN, ":", r"$L_1$ ball: $|\delta_1| + |\delta_2| \leq \varepsilon$")}
@@ -142,48 +147,60 @@ def lp_balls(eps: float = 1.0, *, gradient=(1.0, 0.45), x=(0.3, 0.55)):
     ax.add_patch(mpatches.Polygon([(eps, 0), (0, eps), (-eps, 0), (0, -eps)], closed=True,
                                   fill=False, lw=2.4, ec=styles["l1"][0], ls=":",
                                   label=styles["l1"][2]))
-    gn = g / g.norm() * 0.75 * eps
-    ax.annotate("", xy=tuple(gn.tolist()), xytext=(0, 0),
-                arrowprops={"arrowstyle": "-|>", "color": BLACK, "lw": 1.2, "ls": "-"})
-    ax.text(float(gn[0]) * 0.55, float(gn[1]) * 0.55 + 0.08 * eps, r"gradient $g$", fontsize=_FONT,
-            ha="right", va="bottom")
-    names = {"linf": "FGSM step\n" + r"$\varepsilon\,\mathrm{sign}(g)$",
-             "l2": "L2 step\n" + r"$\varepsilon\, g/\|g\|_2$",
-             "l1": "L1 step:\none coordinate"}
-    offsets = {"linf": (0.08, 0.08), "l2": (0.1, -0.32), "l1": (0.06, 0.12)}
+    names = {"linf": "FGSM: " + r"$\varepsilon\,\mathrm{sign}(g)$" + "\n"
+             + r"$g\cdot\delta = \varepsilon\|g\|_1$ = {:.2f}",
+             "l2": "L2 step: " + r"$\varepsilon\, g/\|g\|_2$" + "\n"
+             + r"$g\cdot\delta = \varepsilon\|g\|_2$ = {:.2f}",
+             "l1": "L1 step: one pixel\n" + r"$g\cdot\delta = \varepsilon\|g\|_\infty$ = {:.2f}"}
+    offsets = {"linf": (0.06, 0.04, "bottom"), "l2": (0.09, 0.0, "center"),
+               "l1": (0.06, -0.08, "top")}
     for norm, (colour, _, _) in styles.items():
         d = _dual_maximiser(g, eps, norm)
         ax.annotate("", xy=tuple(d.tolist()), xytext=(0, 0),
                     arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2})
         ax.plot(*d.tolist(), "o", color=colour, ms=6)
-        dx, dy = offsets[norm]
-        ax.text(float(d[0]) + dx * eps, float(d[1]) + dy * eps, names[norm], color=colour,
-                fontsize=_FONT, va="bottom" if dy > 0 else "top")
+        dx, dy, va = offsets[norm]
+        ax.text(float(d[0]) + dx * eps, float(d[1]) + dy * eps,
+                names[norm].replace("{:.2f}", f"{float(g @ d):.2f}"), color=colour,
+                fontsize=_FONT, va=va)
+    ax.plot([], [], color="0.4", lw=2, marker="o",
+            label="steepest step in each ball\n(maximiser of $g\\cdot\\delta$)")
+    gn = g / g.norm() * 0.55 * eps
+    ax.annotate("", xy=(float(gn[0]) + 1.3 * eps, float(gn[1]) - 0.75 * eps),
+                xytext=(1.3 * eps, -0.75 * eps),
+                arrowprops={"arrowstyle": "-|>", "color": BLACK, "lw": 1.5})
+    ax.text(1.3 * eps, -0.82 * eps, f"loss gradient $g$\n= ({float(g[0]):g}, {float(g[1]):g})",
+            fontsize=_FONT, ha="left", va="top")
     ax.plot(0, 0, "ko", ms=6)
     ax.text(-0.08 * eps, -0.1 * eps, r"$x$", fontsize=_FONT + 2, ha="right", va="top")
-    ax.set_xlim(-1.35 * eps, 1.75 * eps)
-    ax.set_ylim(-1.45 * eps, 1.5 * eps)
+    ax.set_xlim(-1.2 * eps, 2.35 * eps)
+    ax.set_ylim(-1.2 * eps, 1.45 * eps)
     ax.set_aspect("equal")
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
     ax.axvline(0, color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel(r"change of pixel 1, $\delta_1$", fontsize=_FONT)
     ax.set_ylabel(r"change of pixel 2, $\delta_2$", fontsize=_FONT)
     ax.tick_params(labelsize=_FONT - 1)
-    ax.set_title(f"Budgets of radius ε = {eps:g} and the steepest step in each",
+    ax.set_title(f"Balls of radius ε = {eps:g} around x\nand the steepest step in each",
                  fontsize=_FONT + 1)
-    ax.legend(loc="lower left", fontsize=_FONT - 1, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=_FONT - 1,
+              frameon=False, ncol=2)
 
     # the L0 "ball": one coordinate changes, anywhere in the box
     ax0.add_patch(mpatches.Rectangle((0, 0), 1, 1, fill=False, lw=1, ec="0.5"))
     ax0.plot([0, 1], [x0[1], x0[1]], color=PURPLE, lw=2.5,
-             label="L0 ball of size 1: change\none pixel, to any value")
+             label="L0 ball: one pixel changed")
     ax0.plot([x0[0], x0[0]], [0, 1], color=PURPLE, lw=2.5)
     d0 = _l0_best_step(x0, g)
     end = x0 + d0
     ax0.annotate("", xy=tuple(end.tolist()), xytext=tuple(x0.tolist()),
                  arrowprops={"arrowstyle": "-|>", "color": ORANGE, "lw": 2.2})
-    ax0.plot(*end.tolist(), "o", color=ORANGE, ms=7, label="best L0 step: one pixel\npushed to 0 or 1")
+    ax0.plot(*end.tolist(), "o", color=ORANGE, ms=7, label="best L0 step: to 0 or 1")
     ax0.plot(*x0.tolist(), "ko", ms=6)
+    gs = g / g.norm() * 0.25
+    ax0.annotate("", xy=tuple((x0 + gs).tolist()), xytext=tuple(x0.tolist()),
+                 arrowprops={"arrowstyle": "-|>", "color": BLACK, "lw": 1.2})
+    ax0.plot([], [], color=BLACK, lw=1.2, label="loss gradient $g$")
     ax0.text(float(x0[0]) - 0.03, float(x0[1]) - 0.04, r"$x$", fontsize=_FONT + 2, ha="right",
              va="top")
     ax0.set_xlim(-0.05, 1.05)
@@ -192,7 +209,8 @@ def lp_balls(eps: float = 1.0, *, gradient=(1.0, 0.45), x=(0.3, 0.55)):
     ax0.set_xlabel("pixel 1 value", fontsize=_FONT)
     ax0.set_ylabel("pixel 2 value", fontsize=_FONT)
     ax0.tick_params(labelsize=_FONT - 1)
-    ax0.set_title("L0: how many pixels change", fontsize=_FONT + 1)
+    ax0.set_title("L0 budget of 1: how many\npixels change, not by how much",
+                  fontsize=_FONT + 1)
     ax0.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=_FONT - 1, ncol=1,
                frameon=False)
     return fig
@@ -242,12 +260,12 @@ def _outer_step(theta: torch.Tensor, x_adv: torch.Tensor, lr: float) -> torch.Te
     return (theta - lr * grad).detach()
 
 
-def minmax_picture(*, eps: float = 0.5, steps: int = 6, norm: str = "linf", lr: float = 2.0):
+def minmax_picture(*, eps: float = 0.5, steps: int = 6, norm: str = "linf", lr: float = 1.0):
     """Adversarial training as ``min_theta E max_{||delta|| <= eps} L(theta, x + delta)``.
 
     A toy model's loss over a 2-D input around a training point ``x``.  Left, the inner
     max: the attacker runs projected gradient ascent (:func:`~coursepkg.attacks.pgd`,
-    computed on the drawn function by :func:`_pgd_path`) and finds the worst point
+    computed on the drawn function by ``_pgd_path``) and finds the worst point
     ``x_adv`` in the ``eps``-ball.  Right, the outer min: one gradient step on the model's
     parameters at ``x_adv`` lowers the loss there and, the attack run again, the worst case
     in the whole ball (Madry et al. 2018, ``madry2018towards``, eq. 2.1).  The two panels
@@ -273,17 +291,17 @@ def minmax_picture(*, eps: float = 0.5, steps: int = 6, norm: str = "linf", lr: 
     top = float(max(s.max() for s in surfaces))
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0), layout="constrained", sharey=True)
-    levels = torch.linspace(0, top, 13).tolist()
+    levels = torch.arange(0, math.ceil(top * 8) / 8 + 0.01, 0.125).tolist()
     titles = ("Inner max: the attacker's PGD steps\nclimb to the worst point in the ball",
               "Outer min: one training step at $x_{adv}$\nlowers the loss in the ball")
     for k, (ax, surface, path, theta) in enumerate(zip(axes, surfaces, (path0, path1),
                                                        (theta0, theta1))):
         cs = ax.contourf(grid, grid, surface, levels=levels, cmap="cividis")
         if norm == "linf":
-            ball = mpatches.Rectangle((-eps, -eps), 2 * eps, 2 * eps, fill=False, ec="white",
-                                      lw=2, ls="--", label=r"$\varepsilon$-ball ($L_\infty$)")
+            ball = mpatches.Rectangle((-eps, -eps), 2 * eps, 2 * eps, fill=False, ec=PURPLE,
+                                      lw=2.2, ls="--", label=r"$\varepsilon$-ball ($L_\infty$)")
         else:
-            ball = mpatches.Circle((0, 0), eps, fill=False, ec="white", lw=2, ls="--",
+            ball = mpatches.Circle((0, 0), eps, fill=False, ec=PURPLE, lw=2.2, ls="--",
                                    label=r"$\varepsilon$-ball ($L_2$)")
         ax.add_patch(ball)
         colour = ORANGE if k == 0 else SKY
@@ -291,6 +309,7 @@ def minmax_picture(*, eps: float = 0.5, steps: int = 6, norm: str = "linf", lr: 
             if float((b - a).norm()) > 1e-9:
                 ax.annotate("", xy=tuple(b.tolist()), xytext=tuple(a.tolist()),
                             arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.8})
+        ax.plot([], [], color=colour, lw=1.8, label=f"PGD steps ({steps}, projected)")
         ax.plot(*path[-1].tolist(), "o", color=colour, mec="black", ms=8,
                 label=f"worst point found, loss {float(_toy_loss(theta, path[-1])):.2f}")
         ax.plot(0, 0, "o", color="white", mec="black", ms=8,
@@ -330,7 +349,7 @@ def bpda_diagram():
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.2, 3.6), layout="constrained")
     ax.set_xlim(0, 10.4)
-    ax.set_ylim(0, 4.6)
+    ax.set_ylim(0.4, 4.7)
     ax.axis("off")
     y_f, y_b = 3.3, 1.1
     boxes = {"g": (3.0, "purifier $g$\n(not differentiable)", VERMILLION),
@@ -355,22 +374,30 @@ def bpda_diagram():
     arrow(0.8, y_f, 2.15, y_f)
     arrow(3.85, y_f, 5.05, y_f, text="$g(x)$")
     arrow(6.75, y_f, 7.75, y_f, text="$f(g(x))$")
-    ax.text(0.1, 4.3, "Forward pass: the real defence", fontsize=_FONT + 1, weight="bold")
+    ax.text(0.1, 4.45, "Forward pass: the real defence", fontsize=_FONT + 1, weight="bold")
     ax.text(0.1, 2.15, "Backward pass: BPDA's approximation", fontsize=_FONT + 1,
             weight="bold")
-    # backward
+    # backward: the same columns, right to left
     ax.text(8.6, y_b, r"$\partial\mathcal{L}/\partial\mathcal{L} = 1$", ha="center",
             va="center", fontsize=_FONT)
     arrow(8.6, y_f - 0.5, 8.6, y_b + 0.25, colour="0.5", lw=1)
-    arrow(8.0, y_b, 6.85, y_b, colour=BLUE, text="exact backprop\nthrough $f$")
+    arrow(7.9, y_b, 6.75, y_b, colour=BLUE, text="exact: chain\nrule through $f$")
     ax.text(5.9, y_b, r"$\nabla_{g(x)}\mathcal{L}$", ha="center", va="center",
             fontsize=_FONT + 1)
-    arrow(5.1, y_b, 1.0, y_b, colour=VERMILLION, style="--", lw=2,
-          text=r"$\partial g/\partial x \approx I$: pass the gradient straight through")
-    ax.text(0.55, y_b, r"$\nabla_x\mathcal{L}$" + "\n" + r"$\approx \nabla_{g(x)}\mathcal{L}$",
+    ax.add_patch(mpatches.FancyBboxPatch((3.0 - 0.85, y_b - 0.4), 1.7, 0.8,
+                                         boxstyle="round,pad=0.05", fc="white",
+                                         ec=VERMILLION, lw=2, ls="--"))
+    ax.text(3.0, y_b, "identity $I$\nin place of $g$", ha="center", va="center",
+            fontsize=_FONT)
+    arrow(5.05, y_b, 3.9, y_b, colour=VERMILLION, style="--", lw=2)
+    arrow(2.1, y_b, 1.0, y_b, colour=VERMILLION, style="--", lw=2)
+    ax.text(3.0, y_b + 0.5, r"$\partial g/\partial x \approx I$ since $g(x) \approx x$",
+            ha="center", va="bottom", fontsize=_FONT, color=VERMILLION)
+    ax.text(0.5, y_b, r"$\nabla_x\mathcal{L}$" + "\n" + r"$\approx \nabla_{g(x)}\mathcal{L}$",
             ha="center", va="center", fontsize=_FONT)
-    ax.text(3.0, y_b - 0.35, "the true $\\partial g/\\partial x$ is 0 or undefined: no use",
-            ha="center", va="top", fontsize=_FONT - 1, color=VERMILLION, style="italic")
+    ax.text(3.0, y_f + 0.55, "non-differentiable step: its true\n"
+            r"$\partial g/\partial x$ is 0 or undefined",
+            ha="center", va="bottom", fontsize=_FONT - 1, color=VERMILLION, style="italic")
     return fig
 
 
@@ -451,8 +478,10 @@ def pixelcnn_receptive_field(size: int = 7, *, first_kernel: int = 5, layers: in
     cmap = mcolors.ListedColormap(colours)
 
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(8.6, 3.7), layout="constrained",
-                             gridspec_kw={"width_ratios": [first_kernel, 3, 2.3 * cols]})
+    fig = plt.figure(figsize=(8.2, 4.0), layout="constrained")
+    spec = fig.add_gridspec(2, 2, width_ratios=[1, 3.6], height_ratios=[first_kernel, 3])
+    axes = [fig.add_subplot(spec[0, 0]), fig.add_subplot(spec[1, 0]),
+            fig.add_subplot(spec[:, 1])]
 
     def grid(ax, image, title):
         h, w = image.shape
@@ -463,8 +492,8 @@ def pixelcnn_receptive_field(size: int = 7, *, first_kernel: int = 5, layers: in
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
         ax.set_title(title, fontsize=_FONT + 1)
 
-    titles = (f"Mask A\n({first_kernel}x{first_kernel}, first layer)",
-              "Mask B\n(3x3, later layers)")
+    titles = (f"Mask A: first layer\n({first_kernel}x{first_kernel}, hides the centre)",
+              "Mask B: later layers\n(3x3, keeps the centre)")
     for ax, mask, name in zip(axes[:2], (mask_a, mask_b), titles):
         k = mask.shape[0]
         image = torch.where(mask.bool(), 2, 0)
@@ -553,7 +582,7 @@ def gradient_masking_picture(*, eps: float = 0.6):
         ax.tick_params(labelsize=_FONT - 1)
         ax.set_xlabel("position along the direction", fontsize=_FONT)
         ax.set_title(titles[name], fontsize=_FONT + 1)
-        ax.legend(loc="upper left", fontsize=_FONT - 2, framealpha=0.9)
+        ax.legend(loc="upper left", fontsize=_FONT - 1.5, framealpha=0.9)
     axes[0].set_ylabel("loss for the true class", fontsize=_FONT)
     return fig
 
@@ -608,31 +637,31 @@ def eot_picture(*, samples: int = 8, scale: float = 0.5, seed: int = 0):
     r = 1.6
     grid = torch.linspace(-r, r, 161, dtype=torch.float64)
     zz = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1)
-    cs = ax.contourf(grid, grid, _eot_loss(zz), levels=14, cmap="cividis", alpha=0.85)
+    cs = ax.contourf(grid, grid, _eot_loss(zz), levels=14, cmap="cividis", alpha=0.45)
     bar = fig.colorbar(cs, ax=ax, shrink=0.8)
     bar.set_label("loss", fontsize=_FONT)
     bar.ax.tick_params(labelsize=_FONT - 1)
-    unit = 0.45 / float(grads.norm(dim=1).max())  # every arrow on one scale
+    unit = 1.3 / float(grads.norm(dim=1).max())  # the single gradients on one scale
+    long = 1.3  # the average and the expectation: direction only, this long
     pts = (x + shifts).numpy()
     ax.plot(pts[:, 0], pts[:, 1], "o", color=YELLOW, mec="black", ms=5,
             label=r"transformed inputs $t_i(x)$")
     for k, g in enumerate(grads):
         ax.annotate("", xy=tuple((g * unit).tolist()), xytext=(0, 0),
-                    arrowprops={"arrowstyle": "-|>", "color": "white", "lw": 1.0})
-    ax.plot([], [], color="white", lw=1, label=r"single gradients $\nabla L(t_i(x))$")
-    ax.annotate("", xy=tuple((mean * unit * 1.5).tolist()), xytext=(0, 0),
+                    arrowprops={"arrowstyle": "-|>", "color": BLACK, "lw": 0.9})
+    ax.plot([], [], color=BLACK, lw=0.9, label=r"single gradients $\nabla L(t_i(x))$")
+    ax.annotate("", xy=tuple((mean / mean.norm() * long).tolist()), xytext=(0, 0),
                 arrowprops={"arrowstyle": "-|>", "color": ORANGE, "lw": 4})
     ax.plot([], [], color=ORANGE, lw=4, label=f"their average ({samples} samples)")
-    ax.annotate("", xy=tuple((truth * unit * 1.5).tolist()), xytext=(0, 0),
+    ax.annotate("", xy=tuple((truth / truth.norm() * long).tolist()), xytext=(0, 0),
                 arrowprops={"arrowstyle": "-|>", "color": VERMILLION, "lw": 1.8, "ls": "--"})
     ax.plot([], [], color=VERMILLION, lw=1.8, ls="--",
             label=r"$\nabla\, \mathbb{E}_t L(t(x))$ (20000 samples)")
     ax.plot(0, 0, "o", color="white", mec="black", ms=7)
-    ax.text(0.06, -0.1, "$x$", fontsize=_FONT + 2, va="top", color="white")
+    ax.text(-0.08, -0.1, "$x$", fontsize=_FONT + 2, va="top", ha="right")
     ax.set_xlim(-r, r)
     ax.set_ylim(-r, r)
     ax.set_aspect("equal")
-    ax.set_facecolor("0.3")
     ax.tick_params(labelsize=_FONT - 1)
     ax.set_xlabel("input coordinate 1", fontsize=_FONT)
     ax.set_ylabel("input coordinate 2", fontsize=_FONT)
@@ -664,8 +693,8 @@ def eot_picture(*, samples: int = 8, scale: float = 0.5, seed: int = 0):
 # --------------------------------------------------------------------------------------
 _DETECTOR_CASES = (  # (title, the K class logits, the detector's logit); true class 0
     ("Clean input", (4.0, 1.5, 0.8, 0.2), 0.5),
-    ("Attack on the classifier only", (2.0, 3.6, 0.9, 0.3), 4.5),
-    ("Attack on the joined K+1 classes", (2.0, 3.6, 0.9, 0.3), 2.6),
+    ("Attack on the classifier only", (2.0, 3.6, 0.9, 0.3), 4.4),
+    ("Attack on the joined K+1 classes", (2.0, 3.2, 0.9, 0.3), 2.6),
 )
 
 
@@ -685,7 +714,7 @@ def detector_as_extra_class(*, true_class: int = 0):
     and an attack on the joined model, which must make a wrong class beat *both* the true
     class and the detector's logit -- a single classifier to attack with the usual tools
     (:func:`~coursepkg.attacks.pgd` on the ``K+1`` logits).  The outcomes are computed by
-    :func:`_joined_decision`.  See :mod:`coursepkg.defences.detection`.
+    ``_joined_decision``.  See :mod:`coursepkg.defences.detection`.
     """
     k = len(_DETECTOR_CASES[0][1])
     if int(true_class) != true_class or not 0 <= true_class < k:
@@ -705,7 +734,7 @@ def detector_as_extra_class(*, true_class: int = 0):
         ax.text(decision, values[decision] + 0.15, "wins", ha="center", va="bottom",
                 fontsize=_FONT, weight="bold")
         if decision == true_class:
-            outcome = "correct: attack fails"
+            outcome = "the true class: correct"
         elif decision == k:
             outcome = "flagged: attack fails"
         else:
@@ -713,6 +742,11 @@ def detector_as_extra_class(*, true_class: int = 0):
         ax.set_title(f"{title}\n→ {outcome}", fontsize=_FONT)
         ax.set_xticks(range(k + 1), names, fontsize=_FONT - 1)
         ax.tick_params(axis="y", labelsize=_FONT - 1)
+        if decision not in (true_class, k):
+            bar_to_beat = max(values[true_class], det)
+            ax.axhline(bar_to_beat, color=BLACK, ls=":", lw=1.2)
+            ax.text(k + 0.45, bar_to_beat + 0.08, "must beat the true class\nand the detector",
+                    ha="right", va="bottom", fontsize=_FONT - 1)
         ax.set_ylim(0, 5.4)
     axes[0].set_ylabel("logit", fontsize=_FONT)
     import matplotlib.patches as mpatches
@@ -770,22 +804,26 @@ def certified_radius_picture(p_a: float = 0.9, sigma: float = 0.5, *, samples: i
                                   gridspec_kw={"width_ratios": [1.15, 1]})
     r = max(3 * sigma, 1.3 * radius)
     a, b = noise[vote_a].numpy(), noise[~vote_a].numpy()
-    ax.plot(a[:, 0], a[:, 1], "o", color=BLUE, ms=3.5, alpha=0.7,
+    ax.plot(a[:, 0], a[:, 1], "o", color=BLUE, ms=3, alpha=0.4,
             label=f"noise votes class A ({len(a)} of {samples})")
-    ax.plot(b[:, 0], b[:, 1], "^", color=ORANGE, ms=4, alpha=0.9,
+    ax.plot(b[:, 0], b[:, 1], "^", color=ORANGE, ms=4, alpha=0.8,
             label=f"noise votes class B ({len(b)} of {samples})")
     tangent = u * d
     along = torch.tensor([-float(u[1]), float(u[0])], dtype=torch.float64)
     line = torch.stack([tangent - 3 * r * along, tangent + 3 * r * along])
     ax.plot(line[:, 0], line[:, 1], color=BLACK, lw=1.6, label="base classifier's boundary")
-    ax.add_patch(mpatches.Circle((0, 0), radius, fill=False, ec=VERMILLION, lw=2.4, ls="--",
-                                 label=rf"certified radius $R = \sigma\Phi^{{-1}}(p_A)$ = {radius:.2f}"))
+    ax.add_patch(mpatches.Circle(
+        (0, 0), radius, fill=False, ec=VERMILLION, lw=2.6, ls="--", zorder=5,
+        label=rf"certified radius $R = \sigma\Phi^{{-1}}(p_A)$ = {radius:.2f}"))
     ax.annotate("", xy=tuple(tangent.tolist()), xytext=(0, 0),
-                arrowprops={"arrowstyle": "<|-|>", "color": VERMILLION, "lw": 1.4})
-    ax.text(*(tangent * 0.5 + along * 0.08 * r).tolist(), "$R$", color=VERMILLION,
-            fontsize=_FONT + 2, ha="center")
-    ax.plot(0, 0, "o", color="white", mec="black", ms=8)
-    ax.text(-0.05 * r, -0.06 * r, "$x$", fontsize=_FONT + 2, ha="right", va="top")
+                arrowprops={"arrowstyle": "<|-|>", "color": VERMILLION, "lw": 1.8},
+                zorder=6)
+    ax.text(*(tangent * 0.5 + along * 0.1 * r).tolist(), "$R$", color=VERMILLION,
+            fontsize=_FONT + 3, ha="center", weight="bold",
+            bbox={"fc": "white", "ec": "none", "pad": 0.5, "alpha": 0.8}, zorder=7)
+    ax.plot(0, 0, "o", color="white", mec="black", ms=8, zorder=7)
+    ax.text(-0.06 * r, 0.04 * r, "$x$", fontsize=_FONT + 3, ha="right", va="bottom",
+            bbox={"fc": "white", "ec": "none", "pad": 0.5, "alpha": 0.8}, zorder=7)
     ax.set_xlim(-r, r)
     ax.set_ylim(-r, r)
     ax.set_aspect("equal")
@@ -801,7 +839,7 @@ def certified_radius_picture(p_a: float = 0.9, sigma: float = 0.5, *, samples: i
         ax2.plot(ps, s * torch.special.ndtri(ps), ls=style, lw=2 if s == sigma else 1.3,
                  color=VERMILLION if s == sigma else "0.35", label=f"σ = {s:g}")
     ax2.plot(p_a, radius, "o", color=VERMILLION, mec="black", ms=8)
-    ax2.set_xlabel("$p_A$, the probability of the top class under noise", fontsize=_FONT)
+    ax2.set_xlabel("$p_A$: the top class's probability\nunder noise", fontsize=_FONT)
     ax2.set_ylabel("certified L2 radius $R$", fontsize=_FONT)
     ax2.tick_params(labelsize=_FONT - 1)
     ax2.set_title("More noise or more confidence:\na larger radius", fontsize=_FONT + 1)
