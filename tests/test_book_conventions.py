@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -340,3 +341,63 @@ def test_widgets_come_with_a_static_figure_and_the_launch_line(path):
                   if c.cell_type == "code" and c is not cells[i] and not WIDGET_RE.search(c.source)
                   and FIGURE_RE.search(c.source)]
         assert nearby, f"{path}: the explorer in cell {i} needs a static figure beside it"
+
+
+# ---------------------------------------------------------------------------------------------
+# The teaching kit (issue 16): the opening box and the exercise labels
+# ---------------------------------------------------------------------------------------------
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import chapter_facts  # noqa: E402  (the book's extension: the label parser the table uses)
+
+BEFORE_YOU_START_RE = re.compile(r"```\{admonition\} Before you start\n(.*?)```", re.DOTALL)
+
+
+def _objectives(body: str) -> list[str]:
+    """The list items under ``**After this chapter you can**``."""
+    _, found, rest = body.partition("**After this chapter you can**")
+    items = []
+    for line in rest.splitlines()[1:] if found else []:
+        if re.match(r"^\s*[-*]\s+\S", line):
+            items.append(line.strip())
+        elif line.strip() and not line.startswith((" ", "\t")):
+            break  # the next paragraph (Prerequisites)
+    return items
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_chapter_opens_with_before_you_start(path):
+    """The title's cell holds the "Before you start" box: 3-5 objectives, the prerequisites,
+    and the running time as the substitution the build fills in (never a typed time)."""
+    head = opening(read(path))
+    box = BEFORE_YOU_START_RE.search(head)
+    assert box, f"{path}: open with the `Before you start` admonition (CONTRIBUTING.md)"
+    glance = head.find("{admonition} At a glance")
+    assert glance < 0 or box.start() < glance, f"{path}: `Before you start` comes first"
+    body = box.group(1)
+    assert ":class: note" in body, f"{path}: the box is `:class: note`"
+    objectives = _objectives(body)
+    assert 3 <= len(objectives) <= 5, \
+        f"{path}: {len(objectives)} objectives under **After this chapter you can**; write 3-5"
+    assert "**Prerequisites.**" in body, f"{path}: the box states **Prerequisites.**"
+    running = re.search(r"\*\*Running time\.\*\*\s*(.*)", body)
+    assert running, f"{path}: the box ends with **Running time.** {{{{ runtime_{path.stem} }}}}"
+    assert re.fullmatch(rf"\{{\{{\s*runtime_{path.stem}\s*\}}\}}", running.group(1).strip()), \
+        f"{path}: the running time is exactly {{{{ runtime_{path.stem} }}}}, never typed"
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_every_exercise_has_a_label_line(path):
+    """``**Exercise N (short title).** ★★ · coding · lab · 20 min``, numbered 1, 2, ...;
+    at least one coding exercise is auto-checked (a cell tagged ``check`` follows it)."""
+    exercises = chapter_facts.parse_exercises(read(path), path.stem)
+    unlabelled = [e.line[:70] for e in exercises if not e.labelled]
+    assert not unlabelled, (f"{path}: exercises without the label line "
+                            f"`**Exercise N (title).** ★★ · coding · lab · 20 min`: {unlabelled}")
+    numbers = [e.number for e in exercises]
+    assert numbers == list(range(1, len(numbers) + 1)), f"{path}: exercises numbered {numbers}"
+    checked = [e for e in exercises if e.checked]
+    assert checked, f"{path}: no exercise is followed by a cell tagged `check`"
+    assert all(e.kind == "coding" for e in checked), f"{path}: a checked exercise is `coding`"

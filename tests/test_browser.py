@@ -269,3 +269,53 @@ def teaching_repo() -> str:
     import yaml
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     return urlparse(config["repository"]["url"]).path.strip("/")
+
+
+# ---------------------------------------------------------------------------------------------
+# The teaching kit: the instructors' page and the slide decks (book/_ext/slides.py)
+# ---------------------------------------------------------------------------------------------
+
+INSTRUCTORS = "book/instructors.html"
+
+
+def _decks() -> list[str]:
+    return [f"slides/{p.stem}.slides.html" for p in teaching.chapter_notebooks(ROOT)]
+
+
+def test_every_chapter_has_a_slide_deck():
+    missing = [d for d in _decks() if not (BUILD / d).exists()]
+    assert not missing, f"decks not built (book/_ext/slides.py): {missing}"
+
+
+def test_instructors_page_loads_offline_and_links_every_deck(visit):
+    v = visit(INSTRUCTORS)
+    v.page.wait_for_load_state("networkidle")
+    assert not v.page_errors and not v.console_errors, (v.page_errors, v.console_errors)
+    assert not v.local_failures, v.local_failures
+    assert not v.blocked, f"{INSTRUCTORS}: requests leaving the machine: {v.blocked}"
+    hrefs = v.page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    linked = {urlparse(h).path.lstrip("/") for h in hrefs if h.startswith(v.server)}
+    missing = [d for d in _decks() if d not in linked]
+    assert not missing, f"{INSTRUCTORS} does not link the decks {missing}"
+    rows = v.page.eval_on_selector_all("table.exercise-table tbody tr", "rows => rows.length")
+    assert rows >= 3 * len(_decks()), f"the exercise table has {rows} rows"
+
+
+def test_slide_deck_runs_reveal_offline(visit):
+    decks = [d for d in _decks() if (BUILD / d).exists()]
+    assert decks, "no slide deck was built"
+    v = visit(decks[0])
+    v.page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+    v.page.wait_for_load_state("networkidle")
+    state = v.page.evaluate("""() => ({slides: Reveal.getTotalSlides(),
+        mathjax: typeof window.MathJax !== 'undefined',
+        maths: document.querySelectorAll('.MathJax_CHTML, .MathJax, mjx-container').length,
+        errors: document.querySelectorAll('.MathJax_Error, merror').length})""")
+    assert state["slides"] > 3, f"{decks[0]}: only {state['slides']} slides"
+    assert state["mathjax"], f"{decks[0]}: MathJax did not load from _static/mathjax"
+    assert state["errors"] == 0, f"{decks[0]}: MathJax errors {state}"
+    assert not v.page_errors and not v.console_errors, (v.page_errors, v.console_errors)
+    assert not v.local_failures, v.local_failures
+    assert not v.blocked, f"{decks[0]}: requests leaving the machine: {v.blocked}"
+    v.page.keyboard.press("ArrowRight")
+    assert v.page.evaluate("() => Reveal.getIndices().h") == 1, "the deck does not advance"

@@ -67,16 +67,22 @@ def _importable(root: Path) -> None:
 def duration_text(seconds: float) -> str:
     """``83`` -> ``"about 1.5 minutes"``; ``40`` -> ``"about 40 seconds"`` (half minutes)."""
     if seconds < 60:
-        return f"about {max(10, int(round(seconds / 10.0)) * 10)} seconds"
+        return f"about {max(10, round(seconds / 10.0) * 10)} seconds"
     minutes = round(seconds / 30.0) / 2
     number = f"{minutes:g}"
     return f"about {number} minute" + ("" if number == "1" else "s")
 
 
+def _vowel_sound(word: str) -> bool:
+    """Whether ``word`` is said with a vowel first ("an Intel CPU", "an H200 GPU")."""
+    acronym = len(word) > 1 and word[0].isupper() and (word[1].isupper() or word[1].isdigit())
+    return word[:1] in ("AEFHILMNORSX" if acronym else "AEIOUaeiou")
+
+
 def _setting_phrase(name: str, record: dict) -> str:
     profile = record.get("profile") or name.split("-")[0]
     machine = record.get("machine") or "machine"
-    article = "an" if machine[:1].lower() in "aeiou" else "a"
+    article = "an" if _vowel_sound(machine) else "a"
     return f"the {profile} profile on {article} {machine}"
 
 
@@ -258,15 +264,20 @@ class ExerciseTable(Directive):
         root = Path(env.srcdir)
         if not (root / "_toc.yml").exists():
             root = ROOT
+        _importable(root)
+        from coursepkg import teaching
+
+        for path in teaching.chapter_notebooks(root):
+            env.note_dependency(str(root / path))  # the table follows the chapters' edits
         rows = []
         for ex in all_exercises(root):
-            env.note_dependency(str(root / "book" / f"{ex.chapter}.ipynb"))
             if ex.labelled:
                 rows.append([ex.chapter, f"{ex.number}. {ex.title}", "★" * ex.stars, ex.kind,
                              ex.setting, str(ex.minutes), "yes" if ex.checked else "no"])
             else:
-                rows.append([ex.chapter, ex.line.strip("*# "), "not labelled yet", "", "", "",
-                             "yes" if ex.checked else "no"])
+                heading = re.match(r"^\s*(?:#{1,6}\s*|\*\*)(.*?)(?:\*\*|$)", ex.line)
+                rows.append([ex.chapter, heading.group(1).strip(" ."), "not labelled yet", "",
+                             "", "", "yes" if ex.checked else "no"])
         header = ["chapter", "exercise", "difficulty", "kind", "setting", "minutes",
                   "auto-checked"]
         return [_table(header, rows, [14, 40, 8, 8, 8, 6, 8])]

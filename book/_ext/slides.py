@@ -24,11 +24,13 @@ turned into ``_build/html/slides/<stem>.slides.html`` by nbconvert's ``SlidesExp
 from __future__ import annotations
 
 import copy
+import logging as logging_module
 import os
 import re
 import shutil
 from pathlib import Path
 
+import nbformat
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
@@ -99,7 +101,8 @@ TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 # --------------------------------------------------------------------------------------------
 
 _FENCE_RE = re.compile(
-    r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+    r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}[ \t]*(?P<arg>[^\n]*)\n"
+    r"(?P<body>.*?)^(?P=fence)[ \t]*$",
     re.MULTILINE | re.DOTALL)
 _ROLE_RE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]*)`")
 _TARGET_RE = re.compile(r"^\([\w:.-]+\)=[ \t]*\n", re.MULTILINE)
@@ -169,10 +172,14 @@ def _keep_output(output) -> bool:
     return not (text.count("\n") >= MAX_TEXT_LINES or len(text) > MAX_TEXT_CHARS)
 
 
+def _markdown_height(text: str) -> int:
+    return max(1, sum(1 + len(ln) // 90 for ln in text.splitlines()))
+
+
 def _height(cell) -> int:
     """A rough height of the cell on a slide, in lines of text."""
     if cell.cell_type == "markdown":
-        return max(1, sum(1 + len(ln) // 90 for ln in cell.source.splitlines()))
+        return _markdown_height(cell.source)
     lines = 0
     for output in cell.get("outputs", []):
         data = output.get("data", {})
@@ -187,6 +194,55 @@ def _height(cell) -> int:
     return lines
 
 
+def split_markdown(source: str, budget: int = SLIDE_LINES) -> list[str]:
+    """``source`` cut at blank lines (never inside a fenced block) into pieces of at most
+    about ``budget`` lines each, so that a long cell spreads over several sub-slides."""
+    blocks, current, fence = [], [], None
+    for line in source.splitlines():
+        marker = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if marker:
+            if fence is None:
+                fence = marker.group(1)
+            elif marker.group(1).startswith(fence):
+                fence = None
+        if not line.strip() and fence is None:
+            if current:
+                blocks.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    if current:
+        blocks.append("\n".join(current))
+    pieces, piece, used = [], [], 0
+    for block in blocks:
+        height = _markdown_height(block)
+        if piece and used + height > budget and not re.match(r"#{1,6}\s", piece[-1]):
+            pieces.append("\n\n".join(piece))
+            piece, used = [], 0
+        piece.append(block)
+        used += height
+    if piece:
+        pieces.append("\n\n".join(piece))
+    return pieces or [source]
+
+
+def _split_long_markdown(nb) -> None:
+    cells = []
+    for cell in nb.cells:
+        preset = (cell.get("metadata", {}).get("slideshow") or {}).get("slide_type")
+        if cell.cell_type != "markdown" or preset or _height(cell) <= SLIDE_LINES:
+            cells.append(cell)
+            continue
+        first, *rest = split_markdown(cell.source)
+        cell.source = first
+        cells.append(cell)
+        for piece in rest:
+            new = nbformat.v4.new_markdown_cell(piece)
+            new.metadata["tags"] = list(cell.get("metadata", {}).get("tags", []))
+            cells.append(new)
+    nb.cells = cells
+
+
 def slide_notebook(nb, substitutions: dict[str, str] | None = None):
     """A copy of ``nb`` ready for ``SlidesExporter`` (the rules are in the module docstring).
 
@@ -194,6 +250,10 @@ def slide_notebook(nb, substitutions: dict[str, str] | None = None):
     """
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and not (_tags(cell) & SKIP_TAGS):
+            cell.source = plain_markdown(cell.source, substitutions)
+    _split_long_markdown(nb)
     used = 0  # lines on the current (sub-)slide
     for cell in nb.cells:
         meta = cell.setdefault("metadata", {})
@@ -203,8 +263,6 @@ def slide_notebook(nb, substitutions: dict[str, str] | None = None):
             if "remove-output" in _tags(cell):
                 outputs = []
             cell.outputs = outputs
-        if cell.cell_type == "markdown":
-            cell.source = plain_markdown(cell.source, substitutions)
         skip = bool(_tags(cell) & SKIP_TAGS) or cell.cell_type == "raw" or \
             (cell.cell_type == "code" and not cell.outputs) or \
             (cell.cell_type == "markdown" and not cell.source.strip())
@@ -273,7 +331,13 @@ def export_deck(nb, *, reveal_prefix: str, mathjax_url: str | None, title: str) 
         jquery_url="", require_js_url="", mathjax_url=mathjax_url or "")
     nb.metadata["title"] = title
     resources = {"course_mathjax_url": mathjax_url}
-    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    quiet = logging_module.getLogger("traitlets")  # "Alternative text is missing": the
+    level = quiet.level                            # figures' captions are in the prose
+    quiet.setLevel(logging_module.ERROR)
+    try:
+        body, _ = exporter.from_notebook_node(nb, resources=resources)
+    finally:
+        quiet.setLevel(level)
     return body
 
 
@@ -289,8 +353,6 @@ def _title(nb, stem: str) -> str:
 def build_decks(app, exception):
     if exception is not None or app.builder.format != "html":
         return
-    import nbformat
-
     from chapter_facts import ROOT, _importable
 
     root = Path(app.srcdir) if (Path(app.srcdir) / "_toc.yml").exists() else ROOT

@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     all_grades: list[Grade] = []
     failures = 0
     for path in args.notebooks:
-        try:
+        try:  # one unreadable notebook must not stop a class's grading
             grades = grade_notebook(path, run=not args.no_execute, timeout=args.timeout,
                                     kernel_name=args.kernel)
-        except Exception as error:  # one unreadable notebook must not stop a class's grading
+        except Exception as error:  # noqa: BLE001
             print(f"{path}: could not grade ({type(error).__name__}: {error})", file=sys.stderr)
             failures += 1
             continue
