@@ -50,12 +50,13 @@ def test_an_equivalent_formula_passes():
     assert check_trades_loss(trades).passed
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 @pytest.mark.parametrize("mistake,words", [
-    (dict(reverse=True), ("KL term",)),  # the closest: half a per cent at beta = 1
-    (dict(reduction="mean"), ("KL term",)),
-    (dict(reduction="sum"), ("KL term",)),
-    (dict(adversarial_ce=True), ("cross-entropy",)),
-    (dict(detach=True), ("gradient", "detached")),
+    ({"reverse": True}, ("KL term",)),  # the closest: half a per cent at beta = 1
+    ({"reduction": "mean"}, ("KL term",)),
+    ({"reduction": "sum"}, ("KL term",)),
+    ({"adversarial_ce": True}, ("cross-entropy",)),
+    ({"detach": True}, ("gradient", "detached")),
 ])
 def test_a_misread_objective_fails_with_its_hint(mistake, words):
     verdict = check_trades_loss(

@@ -54,9 +54,9 @@ def test_aiming_at_the_predicted_labels_fails():
 
 
 @pytest.mark.parametrize("mistake,words", [
-    (dict(clip=False), ("box [0, 1]",)),
-    (dict(direction=-1.0), ("go up",)),
-    (dict(use_sign=False), ("whole budget",)),
+    ({"clip": False}, ("box [0, 1]",)),
+    ({"direction": -1.0}, ("go up",)),
+    ({"use_sign": False}, ("whole budget",)),
 ])
 def test_a_wrong_step_fails_with_its_hint(mistake, words):
     assert_fails(check_fgsm(lambda m, x, y, eps: step(m, x, y, eps, **mistake)), *words)

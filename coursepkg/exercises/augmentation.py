@@ -80,7 +80,7 @@ def check_trades_loss(my_trades_loss) -> CheckResult:
                 return hint(name, "your function changed its inputs: work on copies")
             value = value.reshape(())
             if not bool(torch.isfinite(value)):
-                return hint(name, f"at beta = {beta} the loss is {float(value)}: take the "
+                return hint(name, f"at beta = {beta} the loss is {float(value.detach())}: take the "
                                   "log of probabilities in a numerically safe way")
             reference = trades_objective(model, x, x_adv, y, beta=beta)
             v, r = float(value.detach()), float(reference.detach())
@@ -102,7 +102,7 @@ def check_trades_loss(my_trades_loss) -> CheckResult:
                                   f"with respect to the weights is off by {error:.1%}: "
                                   "let the gradient flow through both model calls, as in "
                                   "the objective (nothing detached)")
-            lines.append(f"beta = {beta}: {v:.4f} (reference {r:.4f}, gradient within "
-                         f"{error:.1g})")
+            lines.append(f"beta = {beta}: {v:.4f} (reference {r:.4f}; relative error "
+                         f"of the gradient {error:.1g})")
     return passed(name, f"on {len(x)} test images and their TRADES perturbations; "
                         + "; ".join(lines))
