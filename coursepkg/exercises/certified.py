@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ._check import CheckResult, call_student, hint, passed  # noqa: F401
+from ._check import CheckResult, call_student, hint, passed
 
 __all__: list[str] = ["check_certified_radius"]
 
@@ -78,8 +78,10 @@ def check_certified_radius(certified_radius) -> CheckResult:
         if failure is not None:
             return failure
         try:
+            if isinstance(value, (str, bytes, bool)):
+                raise TypeError("not a number")
             value = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):
             return hint(name, f"return one number, the radius; got {type(value).__name__} "
                               f"for n_a = {n_a}, n = {n}")
         if math.isnan(value):
@@ -87,7 +89,6 @@ def check_certified_radius(certified_radius) -> CheckResult:
                               "happen when the lower bound is 0 or 1/2?")
         radii.append(value)
 
-    wrong_abstain, too_large, too_small = [], [], []
     by_setting: dict[tuple, list[int]] = {}
     for i, (n_a, n, sigma, alpha) in enumerate(cases):
         by_setting.setdefault((n, sigma, alpha), []).append(i)
@@ -98,10 +99,10 @@ def check_certified_radius(certified_radius) -> CheckResult:
         label, radius = model.certify(torch.zeros(len(indices), 1, 1, 1), 1, n, alpha)
         for i, lab, r in zip(indices, label.tolist(), radius.tolist()):
             reference[i] = r if lab >= 0 else 0.0
+    negative, too_large, too_small = [], [], []
     for i, (mine, ref) in enumerate(zip(radii, reference)):
-        if ref == 0.0:
-            if mine != 0.0:
-                wrong_abstain.append(i)
+        if mine < 0:
+            negative.append(i)
         elif abs(mine - ref) > _RADIUS_RTOL * ref + _RADIUS_ATOL:
             (too_large if mine > ref else too_small).append(i)
 
@@ -110,15 +111,16 @@ def check_certified_radius(certified_radius) -> CheckResult:
         return (f"n_a = {n_a}, n = {n}, sigma = {sigma}, alpha = {alpha}: yours "
                 f"{radii[i]:.4g}, CERTIFY's {reference[i]:.4g}")
 
-    if wrong_abstain:
-        return hint(name, f"{len(wrong_abstain)} of {len(cases)} cases should abstain "
-                          f"(radius 0.0) and do not, e.g. {example(wrong_abstain[0])}. "
-                          "When can CERTIFY not certify anything?")
+    if negative:
+        return hint(name, f"{len(negative)} of {len(cases)} radii are negative, e.g. "
+                          f"{example(negative[0])}. A radius is never negative: when "
+                          "can CERTIFY not certify anything, and what does it return?")
     if too_large:
+        abstain = sum(reference[i] == 0.0 for i in too_large)
         return hint(name, f"{len(too_large)} of {len(cases)} radii are larger than "
-                          f"CERTIFY's, e.g. {example(too_large[0])}. A certificate must "
-                          "hold with probability 1 - alpha: which estimate of p_A may "
-                          "it use?")
+                          f"CERTIFY's ({abstain} where it abstains), e.g. "
+                          f"{example(too_large[0])}. A certificate must hold with "
+                          "probability 1 - alpha: which estimate of p_A may it use?")
     if too_small:
         return hint(name, f"{len(too_small)} of {len(cases)} radii are smaller than "
                           f"CERTIFY's, e.g. {example(too_small[0])}. Check the bound's "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._check import CheckResult, call_student, hint, passed  # noqa: F401
+from ._check import CheckResult, call_student, hint, passed
 
 __all__: list[str] = ["check_detected"]
 

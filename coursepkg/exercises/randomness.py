@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._check import CheckResult, call_student, hint, passed  # noqa: F401
+from ._check import CheckResult, call_student, hint, passed
 
 __all__: list[str] = ["check_eot_gradient"]
 
@@ -51,10 +51,10 @@ def check_eot_gradient(eot_gradient) -> CheckResult:
       to the norm), while a mean over the batch or a sum over the draws is off by a
       factor of 12 or 32.
     """
+    from .. import zoo
     from ..config import seed_everything
     from ..data import load_dataset, subset
     from ..defences.randomness import RandomResizePad
-    from .. import zoo
 
     name = "EOT gradient"
     x, y = subset(*load_dataset("fashion-mnist", "test"), _EOT_IMAGES, seed=5)
