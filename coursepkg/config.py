@@ -181,9 +181,9 @@ QUICK = Profile(
     ibp_warmup_epochs=0.15,
     ibp_rampup_epochs=1,
     # chapter 7
-    table_eval_subset=50,
-    table_slow_subset=10,
-    table_sanity_subset=20,
+    table_eval_subset=30,
+    table_slow_subset=6,
+    table_sanity_subset=10,
     tradeoff_train_subset=4_000,
     tradeoff_epochs=2,
 )

@@ -1,0 +1,661 @@
+"""The course's table (chapter 7): every defence of chapters 2-6, evaluated one way.
+
+``DEFENCES`` is the registry: for each defence, the chapter that builds it, how the
+defended model is made from the zoo's models (exactly as that chapter makes it), the
+evaluation of its paper (the *claimed* figure), and the chapter's own adaptive attacks
+(BPDA, EOT, attacks in a purifier's output space, attacks through a detector, transfer
+from a substitute, ...).  :func:`~coursepkg.course_table.evaluate_defence` measures, on the same images,
+
+* **clean** accuracy;
+* **claimed** -- accuracy under the attack of the defence's paper;
+* **chapter** -- the chapter's adaptive figure: the per-example worst case over the
+  chapter's attacks (for chapters 2 and 4, whose figure is
+  :func:`~coursepkg.evaluate.strongest` with the chapter's attacks as ``extra``, it is
+  that; for chapter 3's slow purifiers, the strongest attack through the BPDA or EOT view
+  with the chapter's own attacks);
+* **strongest** -- :func:`~coursepkg.evaluate.strongest` on the defended model itself
+  (for a random model the same attacks judged over k draws; for a detector the same
+  attacks aimed at "fooled and undetected", :func:`~coursepkg.evaluate.detection.detection_attacks`);
+* **adaptive** -- the per-example worst case over both: an image counts only if no attack
+  of either set fooled it (Carlini et al. 2019, section 4.3);
+* the **checklist** of :func:`~coursepkg.evaluate.sanity_checks` where its checks mean
+  something (deterministic classifiers), and :func:`~coursepkg.evaluate.gradient_masking_flags`.
+
+Every accuracy is an :class:`~coursepkg.evaluate.Interval` (95%, Wilson) and an upper bound
+on the true robust accuracy: a stronger attack can only lower it.  Accuracy of a detector
+joined to its classifier (:class:`~coursepkg.defences.detection.Detected`) counts an image
+as correct when it is classified correctly and not flagged, clean and after every attack; a
+random model's clean accuracy is the majority of k draws and its robust accuracy the worst
+of k (:mod:`coursepkg.evaluate.randomised`).
+
+Slow defences (JPEG, TV minimisation, PixelDefend, the random models, the Monte-Carlo
+dropout detectors) are evaluated on the first ``table_slow_subset`` images only, and the
+purifiers and random models among them more cheaply: their "strongest" column is APGD-CE
+through the view their chapter attacks them by (BPDA, or EOT) rather than
+:func:`~coursepkg.evaluate.strongest` on the model itself -- whose gradient attacks would
+follow a zero or random gradient, and whose SPSA would cost thousands of purifications or
+random draws per image -- and their "chapter" column runs the chapter's own attacks
+without its copies of the strongest attacks through the view.  Chapters 3 and 5 run the
+full evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import attacks, evaluate, zoo
+from .adaptive import BPDA, EOT, attack_reachable_set, attack_via
+from .config import Profile
+from .config import device as default_device
+from .config import profile as get_profile
+from .data import DatasetInfo, dataset_info, load_dataset, subset
+from .evaluate import Interval
+
+KINDS = ("model", "randomised", "detector")
+
+#: checks of :func:`~coursepkg.evaluate.sanity_checks` whose failure is a symptom of masked
+#: gradients (the other two compare the effort of attacks: a failure there means the
+#: evaluation had not converged, which the "adaptive" column already answers)
+MASKING_CHECKS = ("iterative beats single-step", "larger eps lowers accuracy",
+                  "unbounded attack reaches near-zero accuracy", "white-box beats random noise",
+                  "white-box beats transfer")
+
+
+# --------------------------------------------------------------------------------------
+# The setting: data, budgets and the zoo's models, loaded once
+# --------------------------------------------------------------------------------------
+class Setting:
+    """The data, budget and zoo models every defence of the table is built from."""
+
+    def __init__(self, dataset: str | DatasetInfo = "fashion-mnist", *,
+                 profile: str | Profile | None = None, device: torch.device | str | None = None):
+        self.info = dataset if isinstance(dataset, DatasetInfo) else dataset_info(dataset)
+        self.profile = get_profile(profile)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.eps = self.info.eps
+        self._models: dict = {}
+        self._memo: dict = {}
+
+    def zoo(self, recipe: str, **hyperparameters) -> nn.Module:
+        """``zoo.get(recipe, ...)`` in this setting, loaded once."""
+        key = (recipe, tuple(sorted(hyperparameters.items())))
+        if key not in self._models:
+            self._models[key] = zoo.get(recipe, self.info.name, profile=self.profile,
+                                        device=self.device, **hyperparameters)
+        return self._models[key]
+
+    @property
+    def classifier(self) -> nn.Module:
+        """Chapter 1's undefended baseline (the ``standard`` recipe)."""
+        return self.zoo("standard")
+
+    def images(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` of the course's evaluation images (every chapter's), on the device."""
+        x, y = subset(*load_dataset(self.info.name, "test"), self.profile.eval_subset)
+        n = len(x) if n is None else int(n)
+        return x[:n].to(self.device), y[:n].to(self.device)
+
+    def held_out(self) -> torch.Tensor:
+        """Chapter 6's held-out clean images, which set every detector's threshold."""
+        n = self.profile.detection_eval_subset
+        x, _ = subset(*load_dataset(self.info.name, "test"), 2 * n)
+        return x[n:].to(self.device)
+
+    def memo(self, key, make: Callable):
+        """``make()`` computed once per ``key`` (substitutes, thresholds, choices)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def pgd(self, **changes) -> Callable:
+        """The course's PGD with the profile's steps and restarts (``changes`` override)."""
+        kw = {"steps": self.profile.pgd_steps, "restarts": self.profile.pgd_restarts, **changes}
+        return functools.partial(attacks.pgd, **kw)
+
+
+# --------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Defence:
+    """One defence of the book: how to build it and how its chapter attacks it.
+
+    ``build(setting)`` returns the defended model.  ``claim(setting, model)`` returns the
+    attacks of its paper (name -> attack) and ``attacks(setting, model)`` the chapter's own
+    adaptive attacks.  ``with_strongest``: the chapter's figure is
+    :func:`~coursepkg.evaluate.strongest` (or ``strongest_via``) with those attacks as
+    ``extra`` (chapters 2 and 4; chapter 3's slow purifiers, through their view).
+    ``strongest_via(setting, model)``, when given, returns the attacks that replace
+    ``strongest`` on the model itself (the slow purifiers and the random models).
+    """
+
+    name: str
+    chapter: int
+    kind: str
+    claim_name: str
+    build: Callable
+    claim: Callable
+    attacks: Callable
+    with_strongest: bool = False
+    slow: bool = False
+    checklist: bool = False
+    strongest_via: Callable | None = None
+    note: str = ""
+    #: the label in ``TRANSFER_SOURCES`` of the defended network itself, if it is one
+    #: (its own examples are a white-box attack on it, not a transfer)
+    network: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+
+# --- chapter 2: adversarial training ---------------------------------------------------
+def _zoo_model(recipe: str, **hp) -> Callable:
+    return lambda s: s.zoo(recipe, **hp)
+
+
+def _claim_pgd(s: Setting, model) -> dict:
+    return {"PGD": s.pgd()}
+
+
+def _claim_fgsm(s: Setting, model) -> dict:
+    return {"FGSM": attacks.fgsm}
+
+
+def _chapter2_attacks(s: Setting, model) -> dict:
+    """Chapter 2's attacks beside ``strongest``: FGSM, R+FGSM, PGD transferred from the baseline."""
+    return {"FGSM": attacks.fgsm, "R+FGSM": attacks.rfgsm,
+            "transfer": attack_via(s.classifier, s.pgd())}
+
+
+# --- chapter 4: gradient regularisation ------------------------------------------------
+def _chapter4_attacks(s: Setting, model) -> dict:
+    """Chapter 4's attacks beside ``strongest``: transfer from the baseline, targeted APGD on
+    every class; for the distilled network also PGD at temperature T and transfer from a
+    substitute trained on its labels (Papernot et al. 2017)."""
+    from .defences.gradient_regularisation import Temperature
+
+    found = {"transfer from baseline": attack_via(s.classifier, s.pgd())}
+    if "temperature" in model.zoo_config["hyperparameters"]:
+        t = model.zoo_config["hyperparameters"]["temperature"]
+        found["PGD-CE on Z/T"] = attack_via(Temperature(model, t), s.pgd())
+        found["transfer from substitute"] = attack_via(substitute_of(s, "distillation_student"),
+                                                       s.pgd())
+    found["APGD-T, every class"] = functools.partial(
+        attacks.apgd_targeted, top_k=s.info.num_classes - 1, steps=s.profile.pgd_steps)
+    return found
+
+
+def substitute_of(s: Setting, recipe: str) -> nn.Module:
+    """A substitute of the zoo model ``recipe`` trained from its labels alone (Papernot et al.
+    2017), seeded with test images that are not evaluation images (their labels unused)."""
+    def make():
+        x_test, _ = load_dataset(s.info.name, "test")
+        order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))
+        first = s.profile.eval_subset  # the evaluation images are the first of this order
+        seed = x_test[order[first:first + s.profile.substitute_seed_size]]
+        return attacks.train_substitute(s.zoo(recipe), seed, rounds=s.profile.substitute_rounds,
+                                        epochs=s.profile.substitute_epochs, device=s.device)
+    return s.memo(("substitute", recipe), make)
+
+
+# --- chapter 3: purification -----------------------------------------------------------
+def _purifier(make: Callable) -> Callable:
+    from .defences.purification import Purified
+
+    def build(s: Setting):
+        return Purified(make(s), s.classifier).to(s.device)
+    return build
+
+
+def _claim_transfer(s: Setting, model) -> dict:
+    """The papers' threat: PGD crafted on the bare classifier (chapter 3's claimed column)."""
+    return {"transferred PGD": attack_via(s.classifier, functools.partial(
+        attacks.pgd, restarts=s.profile.pgd_restarts))}
+
+
+def _chapter3_attacks(s: Setting, model, full: bool = True) -> dict:
+    """Chapter 3's attacks on a purifier: its own (BPDA with two losses, the search over
+    reachable levels, EOT of the true gradient for TV minimisation, PixelDefend's output
+    space), the transferred examples, then (``full``) the strongest attacks through the
+    BPDA (or EOT) view."""
+    from .defences.pixelcnn import PixelDefend, attack_pixeldefend_outputs
+    from .defences.purification import BitDepth, Purified, TVMinimisation
+
+    p, eps, purifier, classifier = s.profile, s.eps, model.purifier, s.classifier
+    if isinstance(purifier, PixelDefend):
+        kwargs = {"steps": p.pixeldefend_attack_steps, "restarts": 1}
+    else:
+        kwargs = {"restarts": p.pgd_restarts}
+    found = dict(_claim_transfer(s, model))
+    if isinstance(purifier, TVMinimisation):
+        view = EOT(Purified(purifier, classifier), p.eot_samples)
+        found["EOT (true gradient)"] = attack_via(view, attacks.pgd, **kwargs)
+        tag, done = "EOT", ("PGD-CE",)
+    else:
+        view = Purified(BPDA(purifier), classifier)
+        found["BPDA"] = attack_via(view, attacks.pgd, **kwargs)
+        tag, done = "BPDA", ("PGD-CE", "PGD-margin")
+        if isinstance(purifier, PixelDefend):
+            found["PixelDefend's outputs"] = attack_pixeldefend_outputs(
+                classifier, purifier, attacks.pgd, eps=eps, restarts=p.pgd_restarts)
+            return found
+        found["BPDA, C&W loss"] = attack_via(view, attacks.pgd, **kwargs, loss="cw")
+        if isinstance(purifier, BitDepth):
+            found["reachable levels"] = attack_reachable_set(
+                classifier, purifier, attacks.pgd, eps=eps, restarts=p.pgd_restarts)
+    if full:
+        for k, a in evaluate.strongest_attacks(eps=eps, profile=p).items():
+            if k not in done:
+                found[f"{k} via {tag}"] = attack_via(view, a)
+    return found
+
+
+def _apgd_via_view(s: Setting, model) -> dict:
+    """The cheaper stand-in for ``strongest`` on a slow defence: APGD-CE through the view its
+    chapter attacks it by -- BPDA for a deterministic purifier, EOT for a random model or
+    TV minimisation -- with ``pixeldefend_attack_steps`` steps for PixelDefend (chapter 3)
+    and ``pgd_steps`` otherwise."""
+    from .defences.pixelcnn import PixelDefend
+    from .defences.purification import Purified, TVMinimisation
+
+    p = s.profile
+    purifier = getattr(model, "purifier", None)
+    steps = p.pixeldefend_attack_steps if isinstance(purifier, PixelDefend) else p.pgd_steps
+    if purifier is None or isinstance(purifier, TVMinimisation):  # random: EOT
+        tag, view = "EOT", EOT(model, p.eot_samples)
+    else:
+        tag, view = "BPDA", Purified(BPDA(purifier), s.classifier)
+    return {f"APGD-CE via {tag}": attack_via(view, attacks.apgd, steps=steps)}
+
+
+def _jpeg(s):
+    from .defences.purification import JPEG
+    return JPEG(quality=75)
+
+
+def _bits(bits):
+    def make(s):
+        from .defences.purification import BitDepth
+        return BitDepth(bits=bits)
+    return make
+
+
+def _tv(s):
+    from .defences.purification import TVMinimisation
+    return TVMinimisation(keep=0.5, weight=0.05, iterations=30)
+
+
+def _pixeldefend(s):
+    from .defences.pixelcnn import PixelDefend
+    return PixelDefend(s.zoo("pixelcnn"), s.eps)
+
+
+# --- chapter 5: randomness -------------------------------------------------------------
+SAP_FRACTIONS = (0.25, 0.5, 1.0, 2.0)
+
+
+def sap_fraction(s: Setting) -> float:
+    """Chapter 5's choice: the smallest fraction of SAP whose mean clean accuracy over k
+    draws is within 3 points of the undefended classifier's (on chapter 5's images)."""
+    from .defences.randomness import StochasticActivationPruning
+
+    def make():
+        x, y = s.images(s.profile.random_eval_subset)
+        bare = evaluate.accuracy(s.classifier, x, y)
+        for f in SAP_FRACTIONS:
+            acc = evaluate.randomised_accuracy(StochasticActivationPruning(s.classifier, f), x, y,
+                                               k=s.profile.random_eval_draws).expected
+            if acc >= bare - 0.03:
+                return f
+        return SAP_FRACTIONS[-1]
+    return s.memo("sap_fraction", make)
+
+
+def _sap(s: Setting):
+    from .defences.randomness import StochasticActivationPruning
+    return StochasticActivationPruning(s.classifier, sap_fraction(s))
+
+
+def _resize_pad(s: Setting):
+    from .defences.randomness import RandomResizePad
+    return RandomResizePad(s.classifier)
+
+
+def _claim_one_draw(s: Setting, model) -> dict:
+    """Chapter 5's claimed column: PGD on one draw of the randomness, judged by one draw."""
+    return {"PGD": functools.partial(attacks.pgd, restarts=s.profile.pgd_restarts)}
+
+
+def _chapter5_attacks(s: Setting, model, full: bool = True) -> dict:
+    """Chapter 5's attacks: EOT-PGD, (``full``) the strongest attacks through EOT, one-draw
+    FGSM and PGD, and SPSA on the first ``random_spsa_subset`` images it is handed."""
+    p = s.profile
+    view = EOT(model, p.eot_max_samples)
+    found = {f"EOT-PGD, n={p.eot_max_samples}": attack_via(view, attacks.pgd, steps=p.pgd_steps)}
+    if full:
+        for k, a in evaluate.strongest_attacks(eps=s.eps, profile=p).items():
+            found[f"EOT {k}"] = attack_via(view, a)
+    found["one-draw FGSM"] = attacks.fgsm
+    found["one-draw PGD"] = functools.partial(attacks.pgd, restarts=p.pgd_restarts)
+    cap = p.random_spsa_subset
+
+    def spsa_check(m, xb, yb, eps, **_):
+        out = xb.clone()
+        out[:cap] = attacks.spsa(m, xb[:cap], yb[:cap], eps=eps)
+        return out
+    found["SPSA"] = spsa_check
+    return found
+
+
+# --- chapter 6: detection --------------------------------------------------------------
+MC_DETECTORS = ("Bayesian uncertainty", "density + uncertainty (LR)")
+
+
+def _detectors(s: Setting) -> dict:
+    from .defences.detection import DetectorNetwork
+    from .recipes.detection import feinman_detectors
+
+    def make():
+        feinman = feinman_detectors(s.info.name, profile=s.profile, device=s.device)
+        c, d = s.classifier, feinman["classifier"]
+        return {
+            "detector network": (c, DetectorNetwork(c, s.zoo("detector-network"), "conv2")),
+            "detector network (dynamic)": (c, DetectorNetwork(
+                c, s.zoo("detector-network", dynamic=True), "conv2")),
+            "kernel density": (d, feinman["density"]),
+            "Bayesian uncertainty": (d, feinman["uncertainty"]),
+            "density + uncertainty (LR)": (d, feinman["combined"]),
+        }
+    return s.memo("detectors", make)
+
+
+def _joined(name: str) -> Callable:
+    def build(s: Setting):
+        from .evaluate.detection import detected_at_fpr
+
+        classifier, detector = _detectors(s)[name]
+        torch.manual_seed(0)  # the MC-dropout scores of the threshold
+        return s.memo(("joined", name), lambda: detected_at_fpr(classifier, detector,
+                                                                s.held_out(), fpr=0.05))
+    return build
+
+
+def _claim_static(s: Setting, model) -> dict:
+    """Chapter 6's claimed column: PGD on the classifier alone (a static attacker)."""
+    return {"static PGD": attack_via(model.classifier, functools.partial(
+        attacks.pgd, restarts=s.profile.pgd_restarts))}
+
+
+def _chapter6_attacks(s: Setting, model) -> dict:
+    """Chapter 6's attacks beyond the strongest ones aimed through the detector: PGD-EOT for
+    the random detectors, then a long APGD through a steeper joined model (gain 10)."""
+    from .defences.detection import evading
+    from .evaluate.detection import detected_at_fpr
+
+    p, found = s.profile, {}
+    if isinstance(model.detector, _mc_types()):
+        found["PGD-EOT"] = evading(attacks.pgd, view=EOT(model, p.eot_samples), steps=p.pgd_steps)
+    heavy = detected_at_fpr(model.classifier, model.detector, s.held_out(), gain=10.0)
+    found["APGD, gain 10"] = evading(attacks.apgd, view=heavy, loss="ce", restarts=p.pgd_restarts,
+                                     steps=p.strong_pgd_steps)
+    return found
+
+
+def _mc_types():
+    from .defences.detection import BayesianUncertainty, Combined
+    return (BayesianUncertainty, Combined)
+
+
+def _no_attacks(s, model) -> dict:
+    return {}
+
+
+def _registry() -> tuple[Defence, ...]:
+    ch2 = dict(chapter=2, kind="model", attacks=_chapter2_attacks, with_strongest=True,
+               checklist=True)
+    ch4 = dict(chapter=4, kind="model", attacks=_chapter4_attacks, with_strongest=True,
+               checklist=True, claim_name="PGD-CE", claim=_claim_pgd)
+    ch3 = dict(chapter=3, kind="model", claim_name="PGD transferred from the baseline",
+               claim=_claim_transfer, attacks=_chapter3_attacks)
+    cheap = "cheaper: APGD-CE through the chapter's view stands in for strongest"
+    ch5 = dict(chapter=5, kind="randomised", claim_name="one-draw PGD", claim=_claim_one_draw,
+               attacks=functools.partial(_chapter5_attacks, full=False), slow=True,
+               strongest_via=_apgd_via_view, note=cheap)
+    # as chapter 3 composes its figure: its own attacks and the strongest through the view
+    ch3_slow = {**ch3, "attacks": functools.partial(_chapter3_attacks, full=False),
+                "slow": True, "strongest_via": _apgd_via_view, "with_strongest": True,
+                "note": cheap}
+    ch6 = dict(chapter=6, kind="detector", claim_name="static PGD", claim=_claim_static,
+               attacks=_chapter6_attacks)
+    return (
+        Defence("FGSM training", build=_zoo_model("fgsm_training"), claim_name="FGSM",
+                claim=_claim_fgsm, network="FGSM training", **ch2),
+        Defence("fast FGSM training", build=_zoo_model("fast_fgsm_training"), claim_name="PGD",
+                claim=_claim_pgd, network="fast FGSM training", **ch2),
+        Defence("PGD training", build=_zoo_model("pgd_training"), claim_name="PGD",
+                claim=_claim_pgd, network="PGD training", **ch2),
+        Defence("ALP", build=_zoo_model("logit_pairing"), claim_name="PGD", claim=_claim_pgd,
+                network="ALP", **ch2),
+        Defence("TRADES", build=_zoo_model("trades"), claim_name="PGD", claim=_claim_pgd,
+                network="TRADES", **ch2),
+        Defence("JPEG", build=_purifier(_jpeg), **ch3_slow),
+        Defence("bit depth (2 bits)", build=_purifier(_bits(2)), checklist=True, **ch3),
+        Defence("bit depth (1 bit)", build=_purifier(_bits(1)), checklist=True, **ch3),
+        Defence("TV minimisation", build=_purifier(_tv), **ch3_slow),
+        Defence("PixelDefend", build=_purifier(_pixeldefend), **ch3_slow),
+        Defence("contractive penalty", build=_zoo_model("contractive"), network="contractive",
+                **ch4),
+        Defence("input-gradient penalty", build=_zoo_model("input_gradient"),
+                network="input gradient", **ch4),
+        Defence("distillation (T = 100)", build=_zoo_model("distillation_student"),
+                network="distilled", **ch4),
+        Defence("SAP", build=_sap, **ch5),
+        Defence("random resize and pad", build=_resize_pad, **ch5),
+        Defence("detector network", build=_joined("detector network"), **ch6),
+        Defence("detector network (dynamic)", build=_joined("detector network (dynamic)"), **ch6),
+        Defence("kernel density", build=_joined("kernel density"), **ch6),
+        Defence("Bayesian uncertainty", build=_joined("Bayesian uncertainty"), slow=True, **ch6),
+        Defence("density + uncertainty (LR)", build=_joined("density + uncertainty (LR)"),
+                slow=True, **ch6),
+    )
+
+
+#: every defence of chapters 2-6, in the book's order
+DEFENCES: tuple[Defence, ...] = _registry()
+
+
+def defence(name: str) -> Defence:
+    """The registered defence called ``name``."""
+    for d in DEFENCES:
+        if d.name == name:
+            return d
+    raise ValueError(f"unknown defence {name!r}: choose one of {[d.name for d in DEFENCES]}")
+
+
+#: the zoo recipes a source of the transfer matrix may come from: every differentiable
+#: classifier the book trains (recipe, hyperparameters, label)
+TRANSFER_SOURCES = (
+    ("standard", {}, "standard"),
+    ("standard", {"dropout": 0.5}, "standard, dropout"),
+    ("fgsm_training", {}, "FGSM training"),
+    ("fast_fgsm_training", {}, "fast FGSM training"),
+    ("pgd_training", {}, "PGD training"),
+    ("logit_pairing", {}, "ALP"),
+    ("trades", {}, "TRADES"),
+    ("fgsm_training_large_eps", {}, "FGSM training, 3 eps"),
+    ("contractive", {}, "contractive"),
+    ("input_gradient", {}, "input gradient"),
+    ("distillation_teacher", {}, "distillation teacher"),
+    ("distillation_student", {}, "distilled"),
+    ("gaussian_noise_025", {}, "Gaussian noise 0.25"),
+    ("gaussian_noise_050", {}, "Gaussian noise 0.5"),
+    ("ibp", {}, "IBP"),
+)
+
+
+def transfer_sources(s: Setting) -> dict[str, nn.Module]:
+    """Every differentiable classifier of the zoo, by label (``TRANSFER_SOURCES``)."""
+    return {label: s.zoo(recipe, **hp) for recipe, hp, label in TRANSFER_SOURCES}
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One defence's line of the course's table (every accuracy an upper bound)."""
+
+    name: str
+    chapter: int
+    kind: str
+    n: int
+    clean: Interval
+    claimed: Interval
+    claim_name: str
+    chapter_figure: Interval
+    strongest: Interval
+    adaptive: Interval
+    failed_checks: list[str] | None  #: names of failed checklist items (None: not run)
+    masked: bool | None  #: gradient_masking_flags' verdict (None: not run)
+    seconds: float
+    note: str = ""
+    correct: dict = field(default_factory=dict, repr=False)  #: per-image masks, by column
+
+    @property
+    def defect(self) -> bool:
+        """The chapter's figure lies more than 2 points above the worst case: the chapter's
+        attacks missed what the course's strongest evaluation finds."""
+        return self.chapter_figure.value - self.adaptive.value > 0.02 + 1e-9
+
+    @property
+    def verdict(self) -> str:
+        """The checklist's verdict, in words."""
+        parts = []
+        if self.claimed.lo > self.adaptive.hi:
+            parts.append("claim broken")
+        elif self.claimed.value > self.adaptive.value:
+            parts.append("claim lowered within noise")
+        else:
+            parts.append("claim stands (upper bound)")
+        masking = [c for c in (self.failed_checks or []) if c in MASKING_CHECKS]
+        if masking:
+            parts.append(f"masking signs: {len(masking)}")
+        elif self.masked:
+            parts.append("gradient looks masked")
+        if self.failed_checks is None and self.masked is None:
+            parts.append("checklist not applicable")
+        if self.defect:
+            parts.append("DEFECT: chapter figure above worst case")
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict:
+        """The row for :class:`coursepkg.plots.Table`."""
+        return {"defence": self.name, "ch.": self.chapter, "images": self.n, "clean": self.clean,
+                "claimed": self.claimed, "by": self.claim_name, "chapter": self.chapter_figure,
+                "strongest": self.strongest,
+                "strongest is": "APGD-CE via view" if self.note else "evaluate.strongest",
+                "adaptive": self.adaptive, "verdict": self.verdict}
+
+
+def _model_masks(d: Defence, s: Setting, model, x, y) -> dict:
+    eps = s.eps
+    clean = evaluate.predictions(model, x) == y
+    claim = evaluate.robust_accuracy(model, x, y, d.claim(s, model), eps=eps).correct
+    if d.strongest_via is not None:
+        strong = evaluate.robust_accuracy(model, x, y, d.strongest_via(s, model), eps=eps,
+                                          cascade=True).correct
+    else:
+        strong = evaluate.strongest(model, x, y, eps=eps, profile=s.profile).correct
+    own = d.attacks(s, model)
+    if d.with_strongest:  # strongest(extra=own): own attacks on strongest's survivors
+        chapter = strong.clone()
+        alive = chapter.nonzero().squeeze(1)
+        if len(alive) and own:
+            chapter[alive] = evaluate.robust_accuracy(model, x[alive], y[alive], own, eps=eps,
+                                                      cascade=True).correct
+    else:
+        chapter = evaluate.robust_accuracy(model, x, y, own, eps=eps, cascade=True).correct
+    return {"clean": clean, "claimed": claim & clean, "chapter": chapter, "strongest": strong}
+
+
+def _randomised_masks(d: Defence, s: Setting, model, x, y) -> dict:
+    k, eps = s.profile.random_eval_draws, s.eps
+    clean = evaluate.randomised_accuracy(model, x, y, k=k)
+    claim = evaluate.randomised_robust_accuracy(model, x, y, d.claim(s, model), k=k, eps=eps,
+                                                cascade=False)
+    if d.strongest_via is not None:
+        strongest = d.strongest_via(s, model)
+    else:
+        use_spsa = evaluate.gradient_masking_flags(model, x, y)["masked"]
+        strongest = evaluate.strongest_attacks(eps=eps, profile=s.profile, spsa_attack=use_spsa)
+    strong = evaluate.randomised_robust_accuracy(model, x, y, strongest, k=k, eps=eps)
+    chapter = evaluate.randomised_robust_accuracy(model, x, y, d.attacks(s, model), k=k, eps=eps)
+    return {"clean": clean.correct("majority"), "claimed": claim.correct("single"),
+            "chapter": chapter.correct("worst"), "strongest": strong.correct("worst")}
+
+
+def _detector_masks(d: Defence, s: Setting, model, x, y) -> dict:
+    from .evaluate import detection as evd
+
+    eps = s.eps
+    clean = evaluate.predictions(model, x) == y  # correct and not flagged
+    x_static = d.claim(s, model)
+    (static,) = x_static.values()
+    claim = clean & ~evd.evades(model, static(model, x, y, eps=eps), y)
+    strong = evd.evasion(model, x, y, evd.detection_attacks(eps=eps, profile=s.profile), eps=eps)
+    strong_ok = clean & ~strong.evaded
+    chapter = strong_ok.clone()
+    alive = chapter.nonzero().squeeze(1)
+    if len(alive):
+        more = evd.evasion(model, x[alive], y[alive], d.attacks(s, model), eps=eps)
+        chapter[alive] = ~more.evaded
+    return {"clean": clean, "claimed": claim, "chapter": chapter, "strongest": strong_ok}
+
+
+def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
+                     checklist_n: int | None = None) -> Row:
+    """Measure one defence on the first ``n`` images (default ``table_eval_subset``, or
+    ``table_slow_subset`` for a slow one); run the checklist on ``checklist_n`` of them."""
+    p = s.profile
+    n = n or (p.table_slow_subset if d.slow else p.table_eval_subset)
+    x, y = s.images(n)
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = d.build(s)
+    masks = {"model": _model_masks, "randomised": _randomised_masks,
+             "detector": _detector_masks}[d.kind](d, s, model, x, y)
+    masks["adaptive"] = masks["chapter"] & masks["strongest"]
+    failed, masked = None, None
+    if d.checklist:
+        m = min(checklist_n or p.table_sanity_subset, n)
+        report = evaluate.sanity_checks(model, x[:m], y[:m], eps=s.eps,
+                                        transfer_from=s.classifier)
+        failed = [c.name for c in report.failures]
+    if d.kind == "model" and not d.slow:
+        masked = evaluate.gradient_masking_flags(model, x, y)["masked"]
+    iv = {k: Interval.of_mask(v) for k, v in masks.items()}
+    return Row(d.name, d.chapter, d.kind, n, iv["clean"], iv["claimed"], d.claim_name,
+               iv["chapter"], iv["strongest"], iv["adaptive"], failed, masked,
+               time.perf_counter() - start, d.note, masks)
+
+
+def course_table(setting: Setting | None = None, *, defences=None, progress: bool = False) -> list[Row]:
+    """Every defence of ``DEFENCES`` (or ``defences``, names or
+    :class:`~coursepkg.course_table.Defence`) measured."""
+    s = setting or Setting()
+    chosen = [defence(d) if isinstance(d, str) else d for d in (defences or DEFENCES)]
+    rows = []
+    for d in chosen:
+        rows.append(evaluate_defence(d, s))
+        if progress:
+            r = rows[-1]
+            print(f"{r.name:28s} {r.seconds:5.1f} s  adaptive {r.adaptive}")
+    return rows

@@ -1,0 +1,110 @@
+"""coursepkg.course_table: the registry of the book's defences and the evaluation of a row."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from coursepkg import attacks, zoo
+from coursepkg import course_table as ct
+from coursepkg.evaluate import Interval
+from coursepkg.models import classifier_for
+
+#: the defences each chapter builds and evaluates (read off the chapters' code cells)
+EXPECTED = {
+    2: {"FGSM training", "fast FGSM training", "PGD training", "ALP", "TRADES"},
+    3: {"JPEG", "bit depth (2 bits)", "bit depth (1 bit)", "TV minimisation", "PixelDefend"},
+    4: {"contractive penalty", "input-gradient penalty", "distillation (T = 100)"},
+    5: {"SAP", "random resize and pad"},
+    6: {"detector network", "detector network (dynamic)", "kernel density",
+        "Bayesian uncertainty", "density + uncertainty (LR)"},
+}
+
+
+def test_the_registry_covers_every_defence_of_chapters_2_to_6_once():
+    names = [d.name for d in ct.DEFENCES]
+    assert len(names) == len(set(names))
+    by_chapter = {}
+    for d in ct.DEFENCES:
+        by_chapter.setdefault(d.chapter, set()).add(d.name)
+    assert by_chapter == EXPECTED
+    assert [d.chapter for d in ct.DEFENCES] == sorted(d.chapter for d in ct.DEFENCES)
+
+
+def test_every_defence_is_well_formed():
+    for d in ct.DEFENCES:
+        assert d.kind in ct.KINDS
+        assert callable(d.build) and callable(d.claim) and callable(d.attacks)
+        assert d.claim_name
+        if d.with_strongest:  # only chapters whose figure is strongest(extra=...)
+            assert d.chapter in (2, 4) or d.strongest_via is not None
+    assert ct.defence("PGD training").chapter == 2
+    with pytest.raises(ValueError, match="choose one of"):
+        ct.defence("no such defence")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        dataclasses.replace(ct.DEFENCES[0], kind="magic")
+
+
+def test_transfer_sources_are_zoo_recipes_with_valid_hyperparameters():
+    known = zoo.recipes()
+    labels = [label for _, _, label in ct.TRANSFER_SOURCES]
+    assert len(labels) == len(set(labels))
+    for recipe, hp, _ in ct.TRANSFER_SOURCES:
+        assert recipe in known
+        zoo.configuration(recipe, **hp)  # raises on an unknown hyperparameter
+    # detectors and the PixelCNN are not classifiers; everything else the zoo trains is
+    classifiers = {r for r in known if r not in ("pixelcnn", "detector-network", "feinman-lr",
+                                                 "rfgsm_training", "pgd_training_eps")}
+    assert classifiers <= {r for r, _, _ in ct.TRANSFER_SOURCES}
+    for d in ct.DEFENCES:  # a defended network names its own row among the sources
+        assert d.network == "" or d.network in labels, d.name
+
+
+def _row(claimed, chapter, adaptive, failed=None, masked=None):
+    iv = lambda k: Interval.of(k, 50)
+    return ct.Row("d", 2, "model", 50, iv(45), iv(claimed), "PGD", iv(chapter), iv(chapter),
+                  iv(adaptive), failed, masked, 0.0)
+
+
+def test_verdict_and_defect():
+    assert _row(40, 10, 10).verdict.startswith("claim broken")
+    assert _row(12, 10, 10).verdict.startswith("claim lowered within noise")
+    assert _row(10, 10, 10).verdict.startswith("claim stands")
+    assert "masking signs: 1" in _row(40, 10, 10, failed=["white-box beats random noise"]).verdict
+    effort = ["more steps and restarts change little"]
+    assert "masking signs" not in _row(40, 10, 10, failed=effort).verdict
+    assert "gradient looks masked" in _row(40, 10, 10, masked=True).verdict
+    assert "not applicable" in _row(40, 10, 10).verdict
+    assert not _row(40, 11, 10).defect  # 2 points: within the rule
+    assert _row(40, 12, 10).defect and "DEFECT" in _row(40, 12, 10).verdict
+    assert set(_row(40, 10, 10).as_dict()) >= {"defence", "clean", "claimed", "chapter",
+                                                "strongest", "strongest is", "adaptive", "verdict"}
+
+
+def _toy_defence(**changes):
+    def build(s):
+        torch.manual_seed(3)
+        model = classifier_for(s.info, width=4).to(s.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+    base = ct.Defence("toy", chapter=2, kind="model", claim_name="FGSM", build=build,
+                      claim=lambda s, m: {"FGSM": attacks.fgsm},
+                      attacks=lambda s, m: {"R+FGSM": attacks.rfgsm})
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("with_strongest", [False, True])
+def test_a_row_is_the_per_example_worst_case(with_strongest):
+    s = ct.Setting(profile="quick", device="cpu")
+    row = ct.evaluate_defence(_toy_defence(with_strongest=with_strongest), s, n=12)
+    m = row.correct
+    assert torch.equal(m["adaptive"], m["chapter"] & m["strongest"])
+    for key in ("claimed", "chapter", "strongest"):
+        assert not (m[key] & ~m["clean"]).any(), key  # never correct after attack if not clean
+    assert row.adaptive.value <= min(row.chapter_figure.value, row.strongest.value)
+    assert row.n == 12 and row.failed_checks is None and row.masked is not None
+    if with_strongest:  # the chapter's figure is strongest(extra=...): a subset of strongest
+        assert not (m["chapter"] & ~m["strongest"]).any()
