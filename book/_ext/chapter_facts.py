@@ -254,21 +254,26 @@ def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes
     return table
 
 
+def _book_root(directive: Directive):
+    """The repository root of the book being built, and ``coursepkg.teaching`` from it."""
+    root = Path(directive.state.document.settings.env.srcdir)
+    if not (root / "_toc.yml").exists():
+        root = ROOT
+    _importable(root)
+    from coursepkg import teaching
+
+    return root, teaching
+
+
 class ExerciseTable(Directive):
     """``{exercise-table}``: every exercise of the chapter notebooks, one row each."""
 
     has_content = False
 
     def run(self):
-        env = self.state.document.settings.env
-        root = Path(env.srcdir)
-        if not (root / "_toc.yml").exists():
-            root = ROOT
-        _importable(root)
-        from coursepkg import teaching
-
+        root, teaching = _book_root(self)
         for path in teaching.chapter_notebooks(root):
-            env.note_dependency(str(root / path))  # the table follows the chapters' edits
+            self.state.document.settings.env.note_dependency(str(root / path))
         rows = []
         for ex in all_exercises(root):
             if ex.labelled:
@@ -295,11 +300,7 @@ class ChapterSlides(Directive):
 
     def run(self):
         env = self.state.document.settings.env
-        root = Path(env.srcdir)
-        if not (root / "_toc.yml").exists():
-            root = ROOT
-        _importable(root)
-        from coursepkg import teaching
+        root, teaching = _book_root(self)
 
         items = []
         for path in teaching.chapter_notebooks(root):

@@ -11,18 +11,17 @@ from the reference.
 One module per chapter; every check is re-exported here.
 """
 
-from ._check import CheckResult
-from .threat_models import *  # noqa: F401,F403
-from .augmentation import *  # noqa: F401,F403
-from .purification import *  # noqa: F401,F403
-from .gradient_regularisation import *  # noqa: F401,F403
-from .randomness import *  # noqa: F401,F403
-from .detection import *  # noqa: F401,F403
-from .why_defending_is_hard import *  # noqa: F401,F403
-from .certified import *  # noqa: F401,F403
-
 from . import (augmentation, certified, detection, gradient_regularisation, purification,
                randomness, threat_models, why_defending_is_hard)
+from ._check import CheckResult
+from .augmentation import *
+from .certified import *
+from .detection import *
+from .gradient_regularisation import *
+from .purification import *
+from .randomness import *
+from .threat_models import *
+from .why_defending_is_hard import *
 
 __all__ = ["CheckResult"] + [
     name

@@ -54,5 +54,28 @@ def call_student(exercise: str, function, *args, **kwargs):
     except NotImplementedError:
         return None, hint(exercise, "the function is not written yet (it raises "
                                     "NotImplementedError): replace the stub's body")
-    except Exception as error:  # the student's code failed: say how, keep the notebook alive
+    except Exception as error:  # noqa: BLE001 -- the student's code failed: say how
         return None, hint(exercise, f"the function raised {type(error).__name__}: {error}")
+
+
+def zoo_setting(recipe: str = "standard", n_images: int = 64, *, seed: int = 0,
+                device=None):
+    """``(model, x, y)``: the zoo's ``recipe`` and the first ``n_images`` test images of
+    Fashion-MNIST in the fixed order ``seed`` of :func:`coursepkg.data.subset` (seed 0: the
+    chapters' own first images), on ``device`` (default :func:`coursepkg.config.device`).
+
+    The model is loaded inside ``torch.random.fork_rng``: the zoo reseeds torch, and a check
+    must leave the notebook's random generators as it found them.
+    """
+    import torch
+
+    from ..config import device as default_device
+    from ..data import dataset_info, load_dataset, subset
+    from ..zoo import get
+
+    info = dataset_info("fashion-mnist")
+    dev = torch.device(device) if device is not None else default_device()
+    with torch.random.fork_rng():
+        model = get(recipe, dataset=info, device=dev)
+    x, y = subset(*load_dataset(info.name, "test"), n_images, seed=seed)
+    return model, x.to(dev), y.to(dev)

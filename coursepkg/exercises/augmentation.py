@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._check import CheckResult, call_student, hint, passed
+from ._check import CheckResult, call_student, hint, passed, zoo_setting
 
 __all__: list[str] = ["check_trades_loss"]
 
@@ -49,17 +49,12 @@ def check_trades_loss(my_trades_loss) -> CheckResult:
     per cent at ``beta = 1``).
     """
     name = "TRADES' objective"
-    from ..data import dataset_info, load_dataset, subset
+    from ..data import dataset_info
     from ..defences.augmentation import trades_objective, trades_perturbation
-    from ..zoo import get
 
-    with torch.random.fork_rng():  # the zoo reseeds: leave the notebook's generators alone
-        model = get("trades")
-        dev = next(model.parameters()).device
-        info = dataset_info("fashion-mnist")
-        x_test, y_test = load_dataset(info.name, "test")
-        x, y = subset(x_test, y_test, TRADES_IMAGES, seed=0)
-        x, y = x.to(dev), y.to(dev)
+    info = dataset_info("fashion-mnist")
+    model, x, y = zoo_setting("trades", TRADES_IMAGES)
+    with torch.random.fork_rng():  # leave the notebook's generators alone
         torch.manual_seed(0)
         x_adv = trades_perturbation(model, x, eps=info.eps, steps=5)
         for p in model.parameters():  # the zoo freezes them; a loss needs their gradient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._check import CheckResult, call_student, hint, passed
+from ._check import CheckResult, call_student, hint, passed, zoo_setting
 
 __all__: list[str] = ["check_detected"]
 
@@ -37,12 +37,10 @@ def check_detected(detected) -> CheckResult:
       with respect to the images: an attack must be able to follow the detector.
     """
     from .. import attacks, zoo
-    from ..data import load_dataset, subset
     from ..defences import detection as det
 
     name = "classifier and detector as one model"
-    x, y = subset(*load_dataset("fashion-mnist", "test"), _DETECTED_IMAGES, seed=6)
-    classifier = zoo.get("standard", device="cpu")
+    classifier, x, y = zoo_setting("standard", _DETECTED_IMAGES, seed=6, device="cpu")
     detector = det.DetectorNetwork(classifier, zoo.get("detector-network", device="cpu"),
                                    "conv2")
     x = torch.cat([x, attacks.fgsm(classifier, x, y, eps=0.1)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._check import CheckResult, call_student, hint, passed
+from ._check import CheckResult, call_student, hint, passed, zoo_setting
 
 __all__: list[str] = ["check_input_gradient_penalty"]
 
@@ -16,16 +16,10 @@ WEIGHT_RTOL = 1e-3  # the weights' gradient goes through two backward passes: lo
 
 def _penalty_setting():
     """The zoo's baseline on the CPU, in eval mode, and the chapter's first test images."""
-    from ..data import dataset_info, load_dataset, subset
-    from ..zoo import get
-
-    info = dataset_info("fashion-mnist")
-    model = get("standard", dataset=info, device="cpu").eval()
+    model, x, y = zoo_setting("standard", PENALTY_IMAGES, device="cpu")
     for p in model.parameters():  # the zoo hands models out frozen; training needs them
         p.requires_grad_(True)
-    x_test, y_test = load_dataset(info.name, "test")
-    x, y = subset(x_test, y_test, PENALTY_IMAGES)
-    return model, x, y
+    return model.eval(), x, y
 
 
 def _relative_error(mine: torch.Tensor, ref: torch.Tensor) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._check import CheckResult, call_student, hint, passed
+from ._check import CheckResult, call_student, hint, passed, zoo_setting
 
 __all__: list[str] = ["check_bpda_pgd"]
 
@@ -16,16 +16,10 @@ BUDGET_SLACK = 1e-6  # float32 rounding of x + delta near 1
 
 def _bpda_setting():
     """The chapter's classifier, a 3-bit purifier, the chapter's first test images and eps."""
-    from ..config import device
-    from ..data import dataset_info, load_dataset, subset
-    from ..zoo import get
+    from ..data import dataset_info
 
-    info = dataset_info("fashion-mnist")
-    dev = device()
-    classifier = get("standard", dataset=info, device=dev)
-    x_test, y_test = load_dataset(info.name, "test")
-    x, y = subset(x_test, y_test, BPDA_IMAGES)  # the chapter's first images
-    return classifier, x.to(dev), y.to(dev), info.eps
+    classifier, x, y = zoo_setting("standard", BPDA_IMAGES)  # the chapter's first images
+    return classifier, x, y, dataset_info("fashion-mnist").eps
 
 
 def check_bpda_pgd(attack) -> CheckResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._check import CheckResult, call_student, hint, passed
+from ._check import CheckResult, call_student, hint, passed, zoo_setting
 
 __all__: list[str] = ["check_eot_gradient"]
 
@@ -51,14 +51,12 @@ def check_eot_gradient(eot_gradient) -> CheckResult:
       to the norm), while a mean over the batch or a sum over the draws is off by a
       factor of 12 or 32.
     """
-    from .. import zoo
     from ..config import seed_everything
-    from ..data import load_dataset, subset
     from ..defences.randomness import RandomResizePad
 
     name = "EOT gradient"
-    x, y = subset(*load_dataset("fashion-mnist", "test"), _EOT_IMAGES, seed=5)
-    model = RandomResizePad(zoo.get("standard", device="cpu"))
+    classifier, x, y = zoo_setting("standard", _EOT_IMAGES, seed=5, device="cpu")
+    model = RandomResizePad(classifier)
     seed_everything(0)
     reference = _eot_gradient_reference(model, x, y, _EOT_REFERENCE).flatten(1)
     package = _eot_gradient_reference(model, x, y, _EOT_SAMPLES).flatten(1)

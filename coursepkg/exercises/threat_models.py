@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._check import CheckResult, call_student, hint, passed
+from ._check import CheckResult, call_student, hint, passed, zoo_setting
 
 __all__: list[str] = ["check_fgsm"]
 
@@ -52,16 +52,9 @@ def check_fgsm(my_fgsm) -> CheckResult:
     """
     name = "FGSM from scratch"
     from ..attacks import fgsm
-    from ..data import dataset_info, load_dataset, subset
-    from ..zoo import get
 
-    with torch.random.fork_rng():  # the zoo reseeds: leave the notebook's generators alone
-        model = get("standard")
-        dev = next(model.parameters()).device
-        info = dataset_info("fashion-mnist")
-        x_test, y_test = load_dataset(info.name, "test")
-        x, y = subset(x_test, y_test, FGSM_IMAGES, seed=0)
-        x, y = x.to(dev), y.to(dev)
+    model, x, y = zoo_setting("standard", FGSM_IMAGES)
+    with torch.random.fork_rng():  # leave the notebook's generators alone
         before = _state(model)
         lines = []
         for eps in FGSM_BUDGETS:
