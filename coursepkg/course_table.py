@@ -62,6 +62,10 @@ KINDS = ("model", "randomised", "detector")
 #: checks of :func:`~coursepkg.evaluate.sanity_checks` whose failure is a symptom of masked
 #: gradients (the other two compare the effort of attacks: a failure there means the
 #: evaluation had not converged, which the "adaptive" column already answers)
+#: an interval wider than this (e.g. six images) cannot tell a claim that stands from one
+#: that falls: the verdict says "unresolved" instead of "claim stands" or "lowered"
+UNRESOLVED_WIDTH = 0.35
+
 MASKING_CHECKS = ("iterative beats single-step", "larger eps lowers accuracy",
                   "unbounded attack reaches near-zero accuracy", "white-box beats random noise",
                   "white-box beats transfer")
@@ -113,6 +117,29 @@ class Setting:
             self._memo[key] = make()
         return self._memo[key]
 
+    def transferred(self, **pgd_kwargs) -> Callable:
+        """PGD crafted on the baseline (``pgd_kwargs`` go to :func:`~coursepkg.attacks.pgd`),
+        as an attack on whatever model it is handed: the transfer attack of chapters 2-4.
+
+        Each image's example is crafted once per setting and budget and then reused, so the
+        defences of the table that all face "PGD transferred from the baseline" face the same
+        examples, and pay for them once."""
+        cache = self.memo(("transferred", tuple(sorted(pgd_kwargs.items()))), dict)
+
+        def attack(model, x, y, *, eps, **kwargs):
+            if kwargs:
+                raise TypeError(f"the transferred attack takes only eps, got {sorted(kwargs)}")
+            keys = [(float(eps), int(t), xi.detach().cpu().numpy().tobytes())
+                    for xi, t in zip(x, y)]
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+            if todo:
+                pick = torch.tensor(todo, device=x.device)
+                made = attacks.pgd(self.classifier, x[pick], y[pick], eps=eps, **pgd_kwargs)
+                for i, example in zip(todo, made.detach()):
+                    cache[keys[i]] = example
+            return torch.stack([cache[k] for k in keys]).to(x)
+        return attack
+
     def pgd(self, **changes) -> Callable:
         """The course's PGD with the profile's steps and restarts (``changes`` override)."""
         kw = {"steps": self.profile.pgd_steps, "restarts": self.profile.pgd_restarts, **changes}
@@ -150,10 +177,18 @@ class Defence:
     #: the label in ``TRANSFER_SOURCES`` of the defended network itself, if it is one
     #: (its own examples are a white-box attack on it, not a transfer)
     network: str = ""
+    #: the label in ``TRANSFER_SOURCES`` of the zoo network the defended model is or wraps
+    #: (a purifier, a random model or a detector wraps a classifier of the zoo): examples
+    #: crafted on that source know the target's classifier, a grey-box attack, not transfer
+    classifier: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.network and self.classifier and self.network != self.classifier:
+            raise ValueError(f"{self.name}: a network's classifier is the network itself")
+        if self.network and not self.classifier:
+            object.__setattr__(self, "classifier", self.network)
 
 
 # --- chapter 2: adversarial training ---------------------------------------------------
@@ -172,7 +207,7 @@ def _claim_fgsm(s: Setting, model) -> dict:
 def _chapter2_attacks(s: Setting, model) -> dict:
     """Chapter 2's attacks beside ``strongest``: FGSM, R+FGSM, PGD transferred from the baseline."""
     return {"FGSM": attacks.fgsm, "R+FGSM": attacks.rfgsm,
-            "transfer": attack_via(s.classifier, s.pgd())}
+            "transfer": s.transferred(steps=s.profile.pgd_steps, restarts=s.profile.pgd_restarts)}
 
 
 # --- chapter 4: gradient regularisation ------------------------------------------------
@@ -182,7 +217,8 @@ def _chapter4_attacks(s: Setting, model) -> dict:
     substitute trained on its labels (Papernot et al. 2017)."""
     from .defences.gradient_regularisation import Temperature
 
-    found = {"transfer from baseline": attack_via(s.classifier, s.pgd())}
+    found = {"transfer from baseline": s.transferred(steps=s.profile.pgd_steps,
+                                                     restarts=s.profile.pgd_restarts)}
     if "temperature" in model.zoo_config["hyperparameters"]:
         t = model.zoo_config["hyperparameters"]["temperature"]
         found["PGD-CE on Z/T"] = attack_via(Temperature(model, t), s.pgd())
@@ -217,8 +253,7 @@ def _purifier(make: Callable) -> Callable:
 
 def _claim_transfer(s: Setting, model) -> dict:
     """The papers' threat: PGD crafted on the bare classifier (chapter 3's claimed column)."""
-    return {"transferred PGD": attack_via(s.classifier, functools.partial(
-        attacks.pgd, restarts=s.profile.pgd_restarts))}
+    return {"transferred PGD": s.transferred(restarts=s.profile.pgd_restarts)}
 
 
 def _chapter3_attacks(s: Setting, model, full: bool = True) -> dict:
@@ -424,11 +459,11 @@ def _registry() -> tuple[Defence, ...]:
     ch4 = dict(chapter=4, kind="model", attacks=_chapter4_attacks, with_strongest=True,
                checklist=True, claim_name="PGD-CE", claim=_claim_pgd)
     ch3 = dict(chapter=3, kind="model", claim_name="PGD transferred from the baseline",
-               claim=_claim_transfer, attacks=_chapter3_attacks)
+               claim=_claim_transfer, attacks=_chapter3_attacks, classifier="standard")
     cheap = "cheaper: APGD-CE through the chapter's view stands in for strongest"
     ch5 = dict(chapter=5, kind="randomised", claim_name="one-draw PGD", claim=_claim_one_draw,
                attacks=functools.partial(_chapter5_attacks, full=False), slow=True,
-               strongest_via=_apgd_via_view, note=cheap)
+               strongest_via=_apgd_via_view, note=cheap, classifier="standard")
     # as chapter 3 composes its figure: its own attacks and the strongest through the view
     ch3_slow = {**ch3, "attacks": functools.partial(_chapter3_attacks, full=False),
                 "slow": True, "strongest_via": _apgd_via_view, "with_strongest": True,
@@ -459,12 +494,16 @@ def _registry() -> tuple[Defence, ...]:
                 network="distilled", **ch4),
         Defence("SAP", build=_sap, **ch5),
         Defence("random resize and pad", build=_resize_pad, **ch5),
-        Defence("detector network", build=_joined("detector network"), **ch6),
-        Defence("detector network (dynamic)", build=_joined("detector network (dynamic)"), **ch6),
-        Defence("kernel density", build=_joined("kernel density"), **ch6),
-        Defence("Bayesian uncertainty", build=_joined("Bayesian uncertainty"), slow=True, **ch6),
+        Defence("detector network", build=_joined("detector network"), classifier="standard",
+                **ch6),
+        Defence("detector network (dynamic)", build=_joined("detector network (dynamic)"),
+                classifier="standard", **ch6),
+        Defence("kernel density", build=_joined("kernel density"),
+                classifier="standard, dropout", **ch6),
+        Defence("Bayesian uncertainty", build=_joined("Bayesian uncertainty"), slow=True,
+                classifier="standard, dropout", **ch6),
         Defence("density + uncertainty (LR)", build=_joined("density + uncertainty (LR)"),
-                slow=True, **ch6),
+                slow=True, classifier="standard, dropout", **ch6),
     )
 
 
@@ -499,6 +538,19 @@ TRANSFER_SOURCES = (
     ("gaussian_noise_050", {}, "Gaussian noise 0.5"),
     ("ibp", {}, "IBP"),
 )
+
+
+def grey_box_cells(sources, targets=None) -> set[tuple[str, str]]:
+    """The (source, target) pairs of a transfer matrix where the target is, or wraps, the
+    source's network (``Defence.classifier``): a white-box or grey-box attack, not transfer.
+
+    ``sources`` and ``targets`` are labels (or a :class:`~coursepkg.evaluate.TransferMatrix`
+    as ``sources``, whose own labels are then used); targets not in ``DEFENCES`` share
+    nothing."""
+    if targets is None:
+        sources, targets = sources.sources, sources.targets
+    known = {d.name: d.classifier for d in DEFENCES}
+    return {(s, t) for t in targets for s in sources if known.get(t) and known[t] == s}
 
 
 def transfer_sources(s: Setting) -> dict[str, nn.Module]:
@@ -539,8 +591,11 @@ class Row:
     def verdict(self) -> str:
         """The checklist's verdict, in words."""
         parts = []
+        wide = max(self.claimed.hi - self.claimed.lo, self.adaptive.hi - self.adaptive.lo)
         if self.claimed.lo > self.adaptive.hi:
             parts.append("claim broken")
+        elif wide > UNRESOLVED_WIDTH:
+            parts.append(f"unresolved (n={self.n})")
         elif self.claimed.value > self.adaptive.value:
             parts.append("claim lowered within noise")
         else:
@@ -572,8 +627,10 @@ def _model_masks(d: Defence, s: Setting, model, x, y) -> dict:
     if d.strongest_via is not None:
         strong = evaluate.robust_accuracy(model, x, y, d.strongest_via(s, model), eps=eps,
                                           cascade=True).correct
-    else:
-        strong = evaluate.strongest(model, x, y, eps=eps, profile=s.profile).correct
+    else:  # the masking flags decide SPSA, as strongest's "auto" would (computed once)
+        masked = evaluate.gradient_masking_flags(model, x, y)["masked"]
+        strong = evaluate.strongest(model, x, y, eps=eps, profile=s.profile,
+                                    spsa=masked).correct
     own = d.attacks(s, model)
     if d.with_strongest:  # strongest(extra=own): own attacks on strongest's survivors
         chapter = strong.clone()
@@ -583,7 +640,10 @@ def _model_masks(d: Defence, s: Setting, model, x, y) -> dict:
                                                       cascade=True).correct
     else:
         chapter = evaluate.robust_accuracy(model, x, y, own, eps=eps, cascade=True).correct
-    return {"clean": clean, "claimed": claim & clean, "chapter": chapter, "strongest": strong}
+    masks = {"clean": clean, "claimed": claim & clean, "chapter": chapter, "strongest": strong}
+    if d.strongest_via is None:
+        masks["_masked"] = masked  # the flags' verdict, for the row
+    return masks
 
 
 def _randomised_masks(d: Defence, s: Setting, model, x, y) -> dict:
@@ -632,6 +692,7 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
     model = d.build(s)
     masks = {"model": _model_masks, "randomised": _randomised_masks,
              "detector": _detector_masks}[d.kind](d, s, model, x, y)
+    flagged = masks.pop("_masked", None)
     masks["adaptive"] = masks["chapter"] & masks["strongest"]
     failed, masked = None, None
     if d.checklist:
@@ -640,7 +701,8 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
                                         transfer_from=s.classifier)
         failed = [c.name for c in report.failures]
     if d.kind == "model" and not d.slow:
-        masked = evaluate.gradient_masking_flags(model, x, y)["masked"]
+        masked = (flagged if flagged is not None
+                  else evaluate.gradient_masking_flags(model, x, y)["masked"])
     iv = {k: Interval.of_mask(v) for k, v in masks.items()}
     return Row(d.name, d.chapter, d.kind, n, iv["clean"], iv["claimed"], d.claim_name,
                iv["chapter"], iv["strongest"], iv["adaptive"], failed, masked,

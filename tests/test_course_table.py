@@ -60,12 +60,37 @@ def test_transfer_sources_are_zoo_recipes_with_valid_hyperparameters():
     assert classifiers <= {r for r, _, _ in ct.TRANSFER_SOURCES}
     for d in ct.DEFENCES:  # a defended network names its own row among the sources
         assert d.network == "" or d.network in labels, d.name
+        # every defence names the zoo network it is or wraps, and a network is its own
+        assert d.classifier in labels, d.name
+        assert d.network == "" or d.classifier == d.network, d.name
 
 
-def _row(claimed, chapter, adaptive, failed=None, masked=None):
-    iv = lambda k: Interval.of(k, 50)
-    return ct.Row("d", 2, "model", 50, iv(45), iv(claimed), "PGD", iv(chapter), iv(chapter),
-                  iv(adaptive), failed, masked, 0.0)
+def test_grey_box_cells_are_the_targets_that_wrap_a_source():
+    labels = [label for _, _, label in ct.TRANSFER_SOURCES]
+    targets = [d.name for d in ct.DEFENCES]
+    grey = ct.grey_box_cells(labels, targets)
+    assert len(grey) == len(targets)  # each target shares exactly one source's network
+    assert ("standard", "bit depth (2 bits)") in grey  # a purifier wraps the baseline
+    assert ("standard", "SAP") in grey and ("standard", "detector network") in grey
+    assert ("standard, dropout", "kernel density") in grey  # Feinman's classifier
+    assert ("PGD training", "PGD training") in grey
+    assert ("standard", "PGD training") not in grey
+    assert ct.grey_box_cells(["standard"], ["not a defence"]) == set()
+    with pytest.raises(ValueError, match="the network itself"):
+        dataclasses.replace(ct.defence("PGD training"), classifier="standard")
+
+
+def _row(claimed, chapter, adaptive, failed=None, masked=None, n=50):
+    iv = lambda k: Interval.of(k, n)
+    return ct.Row("d", 2, "model", n, iv(min(45, n)), iv(claimed), "PGD", iv(chapter),
+                  iv(chapter), iv(adaptive), failed, masked, 0.0)
+
+
+def test_wide_intervals_leave_the_claim_unresolved():
+    assert _row(3, 3, 3, n=6).verdict.startswith("unresolved (n=6)")  # would "stand"
+    assert _row(4, 3, 3, n=6).verdict.startswith("unresolved (n=6)")  # would be "lowered"
+    assert _row(6, 0, 0, n=6).verdict.startswith("claim broken")  # apart even on six
+    assert _row(15, 15, 15, n=30).verdict.startswith("claim stands")  # widest at n = 30
 
 
 def test_verdict_and_defect():
@@ -108,3 +133,18 @@ def test_a_row_is_the_per_example_worst_case(with_strongest):
     assert row.n == 12 and row.failed_checks is None and row.masked is not None
     if with_strongest:  # the chapter's figure is strongest(extra=...): a subset of strongest
         assert not (m["chapter"] & ~m["strongest"]).any()
+
+
+def test_transferred_examples_are_crafted_once_and_reused():
+    s = ct.Setting(profile="quick", device="cpu")
+    x, y = s.images(6)
+    attack = s.transferred(steps=2)
+    torch.manual_seed(0)
+    first = attack(None, x, y, eps=0.1)  # the model handed over is ignored: transfer
+    assert (first - x).abs().max() <= 0.1 + 1e-6 and first.min() >= 0 and first.max() <= 1
+    again = s.transferred(steps=2)(None, x[2:5], y[2:5], eps=0.1)  # same setting: cached
+    assert torch.equal(again, first[2:5])
+    other = s.transferred(steps=3)(None, x[:1], y[:1], eps=0.1)  # other settings: crafted anew
+    assert other.shape == x[:1].shape
+    with pytest.raises(TypeError, match="only eps"):
+        attack(None, x, y, eps=0.1, steps=5)

@@ -155,5 +155,9 @@ def test_heatmap_draws_one_cell_per_pair():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     assert len(ax.texts) == 6
     assert isinstance(m, TransferMatrix)
+    marked = plots.transfer_heatmap(m, marked={("a", "a"), ("b", "c")}).axes[0]
+    assert len(marked.patches) == 2 and len(marked.texts) == 8  # hatched, starred
+    with pytest.raises(KeyError, match="unknown source"):
+        plots.transfer_heatmap(m, marked={("z", "a")})
     with pytest.raises(TypeError, match="TransferMatrix"):
         plots.transfer_heatmap(m.rates)

@@ -10,12 +10,17 @@ from __future__ import annotations
 __all__ = ["transfer_heatmap"]
 
 
-def transfer_heatmap(matrix, *, ax=None, title: str | None = None, annotate: bool = True):
+def transfer_heatmap(matrix, *, ax=None, title: str | None = None, annotate: bool = True,
+                     marked=()):
     """A heatmap of ``matrix.rates`` (sources down, targets across); returns the Figure.
 
     ``matrix`` is a :class:`~coursepkg.evaluate.TransferMatrix`.  Cells are annotated with
-    the success rate in percent unless ``annotate=False``.
+    the success rate in percent unless ``annotate=False``.  ``marked``: (source, target)
+    pairs drawn hatched with a "*" -- cells that are not transfer, e.g. a target that wraps
+    the source's own network (:func:`~coursepkg.course_table.grey_box_cells`).
     """
+    from matplotlib.patches import Rectangle
+
     import matplotlib.pyplot as plt
 
     from ..evaluate.transfer import TransferMatrix
@@ -40,6 +45,12 @@ def transfer_heatmap(matrix, *, ax=None, title: str | None = None, annotate: boo
                 value = rates[i, j]
                 ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6,
                         color="black" if value > 0.55 else "white")
+    for source, target in marked:
+        i, j = matrix._index(source, target)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////",
+                               edgecolor="cyan", linewidth=0.8))
+        if annotate:
+            ax.text(j + 0.42, i - 0.42, "*", ha="right", va="top", fontsize=7, color="cyan")
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="transfer success rate")
     ax.set_title(title or f"transfer success on {matrix.n} test images", fontsize=9)
     fig.tight_layout()
