@@ -1,6 +1,6 @@
 """The transfer matrix of chapter 7 as a heatmap.
 
-:func:`~coursepkg.plots.transfer_heatmap` draws a :class:`~coursepkg.evaluate.TransferMatrix`: one row per
+:func:`~coursepkg.plots.transfer.transfer_heatmap` draws a :class:`~coursepkg.evaluate.TransferMatrix`: one row per
 source model (where the adversarial examples were crafted), one column per target (the
 defended model that judged them), each cell the transfer success rate in percent.
 """
