@@ -51,12 +51,12 @@ case "$stage" in
     mkdir -p "$OUT/executed"
     : >"$OUT/chapters_${COURSEPKG_PROFILE}.txt"
     for nb in book/[0-9][0-9]_*.ipynb; do
-      start=$(date +%s.%N)
+      start=$(date +%s)
       status=ok
       "$PY" -m jupyter nbconvert --to notebook --execute \
         --ExecutePreprocessor.timeout=1200 --output-dir "$OUT/executed" "$nb" \
         >/dev/null 2>"$OUT/executed/$(basename "$nb" .ipynb).err" || status=failed
-      seconds=$(echo "$(date +%s.%N) - $start" | bc)
+      seconds=$(( $(date +%s) - start ))
       echo "$(basename "$nb" .ipynb) $status $seconds s" | tee -a "$OUT/chapters_${COURSEPKG_PROFILE}.txt"
     done
     ;;
