@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from coursepkg.defences import augmentation as aug
-from coursepkg.exercises import CheckResult, check_trades_loss
+from coursepkg.exercises import check_trades_loss
+from exercise_verdicts import assert_fails
 
 pytestmark = pytest.mark.slow  # loads the zoo's TRADES model (trained once, then cached)
 
@@ -26,12 +27,6 @@ def trades(model, x, x_adv, y, beta, *, reverse=False, reduction="batchmean",
             else kl(F.log_softmax(logits_adv, 1), p, reduction))
     ce = F.cross_entropy(logits_adv if adversarial_ce else logits, y)
     return ce + beta * term
-
-
-def assert_fails(verdict, *words):
-    assert isinstance(verdict, CheckResult) and not verdict.passed, verdict
-    for word in words:
-        assert word in verdict.message, verdict
 
 
 def test_the_package_objective_passes():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from coursepkg.defences.detection import Detected
-from coursepkg.exercises import CheckResult, check_detected
+from coursepkg.exercises import check_detected
+from exercise_verdicts import assert_fails
 
 pytestmark = pytest.mark.slow  # loads the zoo's baseline and detector (then cached)
 
@@ -22,12 +23,6 @@ def joined(classifier, detector, threshold, x, *, gain=1.0, offset=0.0, with_max
         margin = 1e3 * (2 * (margin > 0).float() - 1)
     base = logits.max(1).values if with_max else 0.0
     return torch.cat([logits, (base + gain * margin + offset)[:, None]], dim=1)
-
-
-def assert_fails(verdict, *words):
-    assert isinstance(verdict, CheckResult) and not verdict.passed, verdict
-    for word in words:
-        assert word in verdict.message, verdict
 
 
 def test_the_package_and_the_reference_pass():

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from coursepkg.defences.gradient_regularisation import input_gradient_penalty
-from coursepkg.exercises import CheckResult, check_input_gradient_penalty
+from coursepkg.exercises import check_input_gradient_penalty
+from exercise_verdicts import assert_fails
 
 pytestmark = pytest.mark.slow  # loads the zoo's baseline (trained once, then cached)
 
@@ -20,13 +21,6 @@ def penalty(model, x, y, *, p=1, create_graph=True, reduction="sum"):
     loss = F.cross_entropy(model(x), y, reduction=reduction)
     (grad,) = torch.autograd.grad(loss, x, create_graph=create_graph)
     return grad.flatten(1).norm(p=p, dim=1)
-
-
-def assert_fails(verdict, *words):
-    assert isinstance(verdict, CheckResult) and not verdict.passed, verdict
-    assert len(verdict.message) > 20
-    for word in words:
-        assert word in verdict.message, verdict
 
 
 def test_the_package_penalty_passes():

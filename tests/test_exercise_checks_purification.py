@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from coursepkg import attacks
 from coursepkg.adaptive import BPDA
 from coursepkg.defences.purification import Purified
-from coursepkg.exercises import CheckResult, check_bpda_pgd
+from coursepkg.exercises import check_bpda_pgd
+from exercise_verdicts import assert_fails
 
 pytestmark = pytest.mark.slow  # loads the zoo's baseline (trained once, then cached)
 
@@ -30,13 +31,6 @@ def straight_through_pgd(classifier, purifier, x, y, eps, steps=20):
         x_adv = x_adv.detach() + 2.5 * eps / steps * grad.sign()
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
     return x_adv
-
-
-def assert_fails(verdict, *words):
-    assert isinstance(verdict, CheckResult) and not verdict.passed, verdict
-    assert len(verdict.message) > 20
-    for word in words:
-        assert word in verdict.message, verdict
 
 
 def test_the_package_bpda_attack_passes():

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from coursepkg.adaptive import EOT
-from coursepkg.exercises import CheckResult, check_eot_gradient
+from coursepkg.exercises import check_eot_gradient
+from exercise_verdicts import assert_fails
 
 pytestmark = pytest.mark.slow  # loads the zoo's baseline (trained once, then cached)
 
@@ -24,12 +25,6 @@ def eot_gradient(model, x, y, n, *, average_logits=True, reduction="sum"):
     else:  # the mean of the draws' losses: another estimator, not the chapter's
         loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(n), reduction=reduction) / n
     return torch.autograd.grad(loss, x)[0]
-
-
-def assert_fails(verdict, *words):
-    assert isinstance(verdict, CheckResult) and not verdict.passed, verdict
-    for word in words:
-        assert word in verdict.message, verdict
 
 
 def test_the_reference_passes():

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from coursepkg import attacks
-from coursepkg.exercises import CheckResult, check_fgsm
+from coursepkg.exercises import check_fgsm
+from exercise_verdicts import assert_fails
 
 pytestmark = pytest.mark.slow  # loads the zoo's baseline (trained once, then cached)
 
@@ -21,12 +22,6 @@ def step(model, x, y, eps, *, direction=1.0, clip=True, use_sign=True):
     move = grad.sign() if use_sign else grad / grad.abs().max()
     x_adv = x.detach() + direction * eps * move
     return x_adv.clamp(0.0, 1.0) if clip else x_adv
-
-
-def assert_fails(verdict, *words):
-    assert isinstance(verdict, CheckResult) and not verdict.passed, verdict
-    for word in words:
-        assert word in verdict.message, verdict
 
 
 def test_the_package_fgsm_passes():
