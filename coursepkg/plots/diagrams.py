@@ -593,6 +593,16 @@ def gradient_masking_picture(*, eps: float = 0.6):
 _EOT_W = (1.0, 0.5)  # the direction the expected loss rises in
 
 
+def _input_plane(ax, r: float) -> None:
+    """Square axes over [-r, r]^2, labelled as two coordinates of an input around x."""
+    ax.set_xlim(-r, r)
+    ax.set_ylim(-r, r)
+    ax.set_aspect("equal")
+    ax.tick_params(labelsize=_FONT - 1)
+    ax.set_xlabel("input coordinate 1", fontsize=_FONT)
+    ax.set_ylabel("input coordinate 2", fontsize=_FONT)
+
+
 def _eot_loss(z: torch.Tensor) -> torch.Tensor:
     """A loss with a gentle trend along ``_EOT_W`` and strong ripples (float64)."""
     w = torch.tensor(_EOT_W, dtype=z.dtype)
@@ -659,12 +669,7 @@ def eot_picture(*, samples: int = 8, scale: float = 0.5, seed: int = 0):
             label=r"$\nabla\, \mathbb{E}_t L(t(x))$ (20000 samples)")
     ax.plot(0, 0, "o", color="white", mec="black", ms=7)
     ax.text(-0.08, -0.1, "$x$", fontsize=_FONT + 2, va="top", ha="right")
-    ax.set_xlim(-r, r)
-    ax.set_ylim(-r, r)
-    ax.set_aspect("equal")
-    ax.tick_params(labelsize=_FONT - 1)
-    ax.set_xlabel("input coordinate 1", fontsize=_FONT)
-    ax.set_ylabel("input coordinate 2", fontsize=_FONT)
+    _input_plane(ax, r)
     ax.set_title("Random transformations: single gradients\ndisagree, their average does not",
                  fontsize=_FONT + 1)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=_FONT - 1,
@@ -824,12 +829,7 @@ def certified_radius_picture(p_a: float = 0.9, sigma: float = 0.5, *, samples: i
     ax.plot(0, 0, "o", color="white", mec="black", ms=8, zorder=7)
     ax.text(-0.06 * r, 0.04 * r, "$x$", fontsize=_FONT + 3, ha="right", va="bottom",
             bbox={"fc": "white", "ec": "none", "pad": 0.5, "alpha": 0.8}, zorder=7)
-    ax.set_xlim(-r, r)
-    ax.set_ylim(-r, r)
-    ax.set_aspect("equal")
-    ax.tick_params(labelsize=_FONT - 1)
-    ax.set_xlabel("input coordinate 1", fontsize=_FONT)
-    ax.set_ylabel("input coordinate 2", fontsize=_FONT)
+    _input_plane(ax, r)
     ax.set_title(f"Noise around x (σ = {sigma:g}), $p_A$ = {p_a:g}", fontsize=_FONT + 1)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=_FONT - 1,
               frameon=False, ncol=2)
