@@ -16,13 +16,17 @@ replication on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 PROFILE_ENV = "COURSEPKG_PROFILE"
+CACHE_ENV = "COURSEPKG_CACHE"
 DEVICE_ENV = "COURSEPKG_DEVICE"
 
 
@@ -381,3 +385,38 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block with torch's generators (CPU and every CUDA device) seeded with ``seed``,
+    and restore the caller's generators afterwards.
+
+    A library function that needs randomness runs inside ``with seeded(seed):`` so that its
+    result depends only on its arguments, and the caller's random stream is the same
+    whether the work was done or read back from a cache.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        seed_everything(seed)
+        yield
+
+
+def cache_dir() -> Path:
+    """The course's cache directory (created if needed, checked writable)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        path = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+        path = Path(base) / "coursepkg"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise PermissionError(
+            f"the course's cache directory {path} is not writable ({err.strerror}); "
+            f"set {CACHE_ENV} to a directory you can write to"
+        ) from err
+    return path

@@ -209,7 +209,7 @@ def _from_directory(info: DatasetInfo, directory: Path, split: str):
 
 def cache_data_dir() -> Path:
     """Where torchvision's downloads are kept: ``<course cache>/data``."""
-    from .zoo import cache_dir  # local import: the zoo owns the cache location
+    from .config import cache_dir
 
     return cache_dir() / "data"
 

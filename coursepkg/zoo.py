@@ -35,12 +35,11 @@ import torch
 from torch import nn
 
 from . import __version__
-from .config import Profile, seed_everything
+from .config import CACHE_ENV, Profile, cache_dir, seed_everything, seeded  # noqa: F401 (cache_dir, CACHE_ENV: re-exported)
 from .config import device as default_device
 from .config import profile as get_profile
 from .data import DatasetInfo, dataset_info
 
-CACHE_ENV = "COURSEPKG_CACHE"
 
 #: Modules that register recipes when imported (one per chapter that trains models).
 RECIPE_MODULES = (
@@ -150,26 +149,6 @@ def recipe(name: str) -> Recipe:
 # --------------------------------------------------------------------------------------
 # The cache
 # --------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """The course's cache directory (created if needed, checked writable)."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        path = Path(env).expanduser()
-    else:
-        base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-        path = Path(base) / "coursepkg"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
-        probe.close()
-    except OSError as err:
-        raise PermissionError(
-            f"the course's cache directory {path} is not writable ({err.strerror}); "
-            f"set {CACHE_ENV} to a directory you can write to"
-        ) from err
-    return path
-
-
 def configuration(name: str, dataset: str | DatasetInfo = "fashion-mnist",
                   profile: str | Profile | None = None, seed: int = 0, **hyperparameters) -> dict:
     """The full configuration that keys a checkpoint (JSON-serialisable)."""
@@ -252,24 +231,26 @@ def get(name: str, dataset: str | DatasetInfo = "fashion-mnist", profile: str | 
     path = checkpoint_path(config)
     hp = config["hyperparameters"]
 
-    seed_everything(seed)
-    model = rec.build(info, **hp)
-    facts = None
-    if path.exists() and not retrain:
-        try:
-            facts = load_checkpoint(model, path, config)
-        except CorruptCheckpointError as err:
-            warnings.warn(f"zoo: checkpoint unreadable, retraining ({err})", RuntimeWarning, stacklevel=2)
-            seed_everything(seed)
-            model = rec.build(info, **hp)
-    if facts is None:
-        start = time.perf_counter()
-        model.to(dev)
-        view = prof if rec.uses is None else ProfileView(prof, rec.uses, name)
-        facts = dict(rec.fit(model, info, view, dev, seed=seed, **hp) or {})
-        facts.setdefault("train_seconds", time.perf_counter() - start)
-        facts.setdefault("device", str(dev))
-        save_checkpoint(model, path, config, facts)
+    # The whole of loading or training runs on its own seeded generators: the caller's
+    # random stream is the same after a cache hit as after training from scratch.
+    with seeded(seed):
+        model = rec.build(info, **hp)
+        facts = None
+        if path.exists() and not retrain:
+            try:
+                facts = load_checkpoint(model, path, config)
+            except CorruptCheckpointError as err:
+                warnings.warn(f"zoo: checkpoint unreadable, retraining ({err})", RuntimeWarning, stacklevel=2)
+                seed_everything(seed)  # inside seeded(): a fresh model, initialised as a first build
+                model = rec.build(info, **hp)
+        if facts is None:
+            start = time.perf_counter()
+            model.to(dev)
+            view = prof if rec.uses is None else ProfileView(prof, rec.uses, name)
+            facts = dict(rec.fit(model, info, view, dev, seed=seed, **hp) or {})
+            facts.setdefault("train_seconds", time.perf_counter() - start)
+            facts.setdefault("device", str(dev))
+            save_checkpoint(model, path, config, facts)
     model.to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -65,6 +65,14 @@ def check_eps(eps: float, name: str = "eps") -> float:
     return value
 
 
+def check_seed(seed) -> int:
+    """``seed`` as a non-negative integer, or a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (or None: the caller's generators), "
+                         f"got {seed!r}")
+    return seed
+
+
 def check_positive_int(value, name: str) -> int:
     """``value`` as an int >= 1, or a one-line error naming the parameter."""
     if isinstance(value, bool) or int(value) != value or int(value) < 1:

@@ -12,7 +12,11 @@ One package, one module a topic; everything is re-exported here, so a chapter wr
 * :mod:`.randomised` -- evaluating a model that is random at test time over k draws;
 * :mod:`.detection` -- ROC curves, AUC and attack success against a detector;
 * :mod:`.transfer` -- :func:`transfer_matrix`, the success of examples crafted on one
-  model against another (transferability).
+  model against another (transferability);
+* :mod:`.paired` -- :func:`paired_test`, the exact McNemar test for two accuracies measured
+  on the same images;
+* :mod:`.store` -- the results store: every seeded evaluation's per-image results, kept in
+  the cache and read back by an identical later call.
 """
 
 from .core import (AccuracyCurve, RobustResult, SanityCheck, SanityReport, accuracy,
@@ -26,9 +30,10 @@ from .detection import (ROC, EvasionResult, auc, detection_attacks, detection_ra
 from .randomised import (RandomisedAccuracy, RandomisedRobustResult, draws_correct,  # noqa: F401
                          randomised_accuracy, randomised_robust_accuracy)
 from .transfer import TransferMatrix, transfer_matrix
+from .paired import PairedComparison, paired_test
 
 __all__ = ["AccuracyCurve", "RobustResult", "SanityCheck", "SanityReport", "accuracy",
            "accuracy_vs_eps", "attack_name", "attack_success_rate", "perturbation_norms",
            "predictions", "robust_accuracy", "sanity_checks", "Interval",
            "clopper_pearson_interval", "wilson_interval", "gradient_masking_flags", "strongest",
-           "strongest_attacks", "TransferMatrix", "transfer_matrix"]
+           "strongest_attacks", "TransferMatrix", "transfer_matrix", "PairedComparison", "paired_test"]

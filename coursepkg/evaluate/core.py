@@ -16,6 +16,7 @@ Results are dataclasses with ``as_dict()``, so a chapter prints and asserts on t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import inspect
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 
 from ..attacks import _common
+from ..config import seeded
+from . import store
 from .intervals import Interval
 
 
@@ -69,6 +72,10 @@ class RobustResult:
     correct: torch.Tensor  #: per example: correctly classified under every attack (BoolTensor)
     x_adv: torch.Tensor  #: per example, the adversarial example of the first attack that fooled the model
     fooled_by: list[str | None] = field(default_factory=list)  #: per example, that attack's name (None: none did)
+    clean_mask: torch.Tensor | None = field(default=None, repr=False)  #: per example: correct clean
+    #: per attack, per example: correct under that attack (cumulative when run as a cascade)
+    per_attack_mask: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    from_store: bool = field(default=False, repr=False)  #: read back from the results store
 
     @property
     def n(self) -> int:
@@ -152,7 +159,7 @@ def _accepted_kwargs(attack: Callable, kwargs: dict) -> dict:
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *,
                     batch_size: int = 500, progress: bool = False, cascade: bool = False,
-                    **kwargs) -> RobustResult:
+                    seed: int | None = 0, **kwargs) -> RobustResult:
     """Accuracy of ``model`` when every example meets the attack that fools it, if any.
 
     ``attacks`` is an attack, a list of attacks or a dict ``name -> attack``;
@@ -164,6 +171,14 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     ``cascade=True`` runs each attack only on the examples that every earlier attack left
     correct (as AutoAttack does): the robust accuracy is the same, the cost lower, and
     ``per_attack[name]`` becomes the accuracy after that attack *and all before it*.
+
+    The attacks draw their randomness (random starts, SPSA's directions, a random model's
+    draws) from torch's generators seeded with ``seed``, and the caller's generators are
+    restored afterwards: the result is a function of the model, the attacks, the images and
+    the seed alone.  It is therefore kept in the results store
+    (:mod:`coursepkg.evaluate.store`) and read back by any later call that asks the same
+    question -- the same chapter run again, or chapter 7's table.  ``seed=None`` draws from
+    the caller's generators instead, and nothing is stored.
     """
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     batch_size = _common.check_positive_int(batch_size, "batch_size")
@@ -171,6 +186,57 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     if len(x) == 0:
         raise ValueError("x is empty: robust accuracy of no examples is undefined")
     y = y.to(x.device)
+    key = None
+    if seed is not None:
+        _common.check_seed(seed)
+        key = store.key_for("robust_accuracy", model, list(named.items()), x, y, sorted(kwargs.items()),
+                            cascade, batch_size, seed, x.device.type,
+                            _model_device(model, x.device).type)
+        stored = _robust_from_payload(store.lookup(key), x, list(named))
+        if stored is not None:
+            return stored
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        result = _robust_accuracy(model, x, y, named, batch_size, progress, cascade, kwargs)
+    store.save(key, _robust_payload(result, x, list(named)))
+    return result
+
+
+def _robust_payload(result: RobustResult, x: torch.Tensor, names: list[str]) -> dict:
+    """What the store keeps of a :class:`RobustResult`: its masks, and the examples that fooled."""
+    fooled = torch.tensor([names.index(f) if f is not None else -1 for f in result.fooled_by],
+                          dtype=torch.long)
+    rows = (fooled >= 0).nonzero().flatten()
+    return {"n": len(x), "names": names, "clean": result.clean_mask.cpu(),
+            "correct": result.correct.cpu(),
+            "per_attack": torch.stack([result.per_attack_mask[k].cpu() for k in names]),
+            "fooled_by": fooled, "adv_rows": result.x_adv[rows.to(x.device)].detach().cpu()}
+
+
+def _robust_from_payload(payload: dict | None, x: torch.Tensor, names: list[str]) -> RobustResult | None:
+    """A :class:`RobustResult` rebuilt from a stored payload (None if it does not fit ``x``)."""
+    if payload is None:
+        return None
+    try:
+        fooled = payload["fooled_by"]
+        rows = (fooled >= 0).nonzero().flatten()
+        if (payload["n"] != len(x) or payload["names"] != names or len(fooled) != len(x)
+                or payload["adv_rows"].shape[1:] != x.shape[1:] or len(payload["adv_rows"]) != len(rows)):
+            return None
+        x_adv = x.detach().clone()
+        x_adv[rows.to(x.device)] = payload["adv_rows"].to(x)
+        clean, correct = payload["clean"].to(x.device), payload["correct"].to(x.device)
+        masks = {k: m.to(x.device) for k, m in zip(names, payload["per_attack"])}
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError):
+        return None
+    return RobustResult(
+        clean_accuracy=float(clean.float().mean()), robust_accuracy=float(correct.float().mean()),
+        per_attack={k: float(m.float().mean()) for k, m in masks.items()}, correct=correct,
+        x_adv=x_adv, fooled_by=[names[i] if i >= 0 else None for i in fooled.tolist()],
+        clean_mask=clean, per_attack_mask=masks, from_store=True)
+
+
+def _robust_accuracy(model, x, y, named, batch_size, progress, cascade, kwargs) -> RobustResult:
+    """The engine of :func:`robust_accuracy` (arguments checked, generators already seeded)."""
     clean_correct = predictions(model, x, batch_size=batch_size) == y
     correct = clean_correct.clone()
     per_attack_correct = {}
@@ -202,6 +268,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
         robust_accuracy=float(correct.float().mean()),
         per_attack={k: float(v.float().mean()) for k, v in per_attack_correct.items()},
         correct=correct, x_adv=x_adv, fooled_by=fooled_by,
+        clean_mask=clean_correct, per_attack_mask=per_attack_correct,
     )
 
 

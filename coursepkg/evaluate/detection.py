@@ -17,6 +17,7 @@ differentiable for the adaptive attack anyway (:mod:`coursepkg.defences.detectio
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 from ..attacks import _common
+from ..config import seeded
+from . import store
 from .core import _accepted_kwargs, _as_named_attacks, predictions
 from .intervals import Interval
 
@@ -192,6 +195,7 @@ class EvasionResult:
     distortion: float  #: mean L2 of the successful images
     clean_flagged: float  #: share of the clean images the detector flags (its false positive rate here)
     fooled_by: list = field(default_factory=list)
+    from_store: bool = field(default=False, repr=False)  #: read back from the results store
 
     @property
     def n(self) -> int:
@@ -208,7 +212,7 @@ class EvasionResult:
 
 
 def evasion(detected: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *, batch_size: int = 500,
-            **kwargs) -> EvasionResult:
+            seed: int | None = 0, **kwargs) -> EvasionResult:
     """Attack success against a detector: fooled and undetected, worst case over ``attacks``.
 
     ``attacks`` (an attack, a list or a dict name -> attack, as for
@@ -217,12 +221,60 @@ def evasion(detected: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *, b
     :func:`coursepkg.defences.detection.evading` to aim them at "fooled and undetected".  An
     image counts as evaded when *any* attack's output fools the classifier and is not
     flagged (:func:`evades`); each attack runs on the images all earlier ones failed on.
+
+    As for :func:`coursepkg.evaluate.robust_accuracy`, the randomness (random starts, a
+    Monte-Carlo detector's dropout masks) comes from generators seeded with ``seed`` and
+    the result is kept in the results store; ``seed=None`` uses the caller's generators.
     """
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     named = _as_named_attacks(attacks)
     if len(x) == 0:
         raise ValueError("x is empty: attack success on no images is undefined")
     y = y.to(x.device)
+    key = None
+    if seed is not None:
+        _common.check_seed(seed)
+        key = store.key_for("evasion", detected, list(named.items()), x, y, sorted(kwargs.items()),
+                            batch_size, seed, x.device.type, _device_of(detected, x.device).type)
+        stored = _evasion_from_payload(store.lookup(key), x, list(named))
+        if stored is not None:
+            return stored
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        result = _evasion(detected, x, y, named, batch_size, kwargs)
+    names = list(named)
+    fooled = torch.tensor([names.index(f) if f is not None else -1 for f in result.fooled_by],
+                          dtype=torch.long)
+    rows = (fooled >= 0).nonzero().flatten()
+    store.save(key, {"n": len(x), "names": names, "attacked": result.attacked.cpu(),
+                     "evaded": result.evaded.cpu(), "fooled_by": fooled,
+                     "adv_rows": result.x_adv[rows.to(x.device)].detach().cpu(),
+                     "per_attack": dict(result.per_attack), "clean_flagged": result.clean_flagged})
+    return result
+
+
+def _evasion_from_payload(payload, x: torch.Tensor, names: list[str]) -> EvasionResult | None:
+    if payload is None:
+        return None
+    try:
+        fooled = payload["fooled_by"]
+        rows = (fooled >= 0).nonzero().flatten()
+        if payload["n"] != len(x) or payload["names"] != names or len(payload["adv_rows"]) != len(rows):
+            return None
+        x_adv = x.detach().clone()
+        x_adv[rows.to(x.device)] = payload["adv_rows"].to(x)
+        attacked, evaded = payload["attacked"].to(x.device), payload["evaded"].to(x.device)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError):
+        return None
+    return EvasionResult(success=Interval.of(int(evaded.sum()), int(attacked.sum())),
+                         per_attack=dict(payload["per_attack"]), evaded=evaded, attacked=attacked,
+                         x_adv=x_adv, distortion=mean_l2(x, x_adv, evaded),
+                         clean_flagged=float(payload["clean_flagged"]),
+                         fooled_by=[names[i] if i >= 0 else None for i in fooled.tolist()],
+                         from_store=True)
+
+
+def _evasion(detected, x, y, named, batch_size, kwargs) -> EvasionResult:
+    """The engine of :func:`evasion` (arguments checked, generators seeded)."""
     clean_pred = predictions(detected, x, batch_size=batch_size).to(x.device)
     n_classes = predictions_width(detected, x[:1])
     flagged = clean_pred == n_classes - 1

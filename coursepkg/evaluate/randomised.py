@@ -25,6 +25,7 @@ section 5.9).  ``k`` defaults to the profile's ``random_eval_draws``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,8 @@ from torch import nn
 
 from ..attacks import _common
 from ..config import profile as get_profile
+from ..config import seeded
+from . import store
 from .core import _accepted_kwargs, _as_named_attacks, _model_device, _progress
 from .intervals import Interval
 
@@ -148,6 +151,7 @@ class RandomisedRobustResult:
     clean: RandomisedAccuracy
     per_attack: dict[str, RandomisedAccuracy]  #: each attack's adversarial examples over k draws
     x_adv: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  #: each attack's examples
+    from_store: bool = field(default=False, repr=False)  #: read back from the results store
 
     @property
     def n(self) -> int:
@@ -186,7 +190,8 @@ class RandomisedRobustResult:
 
 def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *,
                                k: int | None = None, cascade: bool = True, batch_size: int = 500,
-                               progress: bool = False, **kwargs) -> RandomisedRobustResult:
+                               progress: bool = False, seed: int | None = 0,
+                               **kwargs) -> RandomisedRobustResult:
     """Robust accuracy of a randomised ``model`` under ``attacks``, every answer judged over ``k`` draws.
 
     ``attacks`` is an attack, a list or a dict ``name -> attack`` as for
@@ -202,6 +207,11 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     and an example an attack did not run on holds a share of 0.  ``cascade=False`` runs
     every attack on every clean-correct example (per-attack accuracies alone).
     Read the result with ``.robust("worst")`` or ``.robust("majority")``.
+
+    Every draw and every attack's randomness come from generators seeded with ``seed``
+    (the caller's are restored), so the result is kept in the results store and read back
+    by a later identical call, as for :func:`coursepkg.evaluate.robust_accuracy`;
+    ``seed=None`` draws from the caller's generators and stores nothing.
     """
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     batch_size = _common.check_positive_int(batch_size, "batch_size")
@@ -210,6 +220,56 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
         raise ValueError("x is empty: robust accuracy of no examples is undefined")
     k = _check_k(k)
     y = y.to(x.device)
+    key = None
+    if seed is not None:
+        _common.check_seed(seed)
+        key = store.key_for("randomised_robust_accuracy", model, list(named.items()), x, y,
+                            sorted(kwargs.items()), k, cascade, batch_size, seed, x.device.type,
+                            _model_device(model, x.device).type)
+        stored = _randomised_from_payload(store.lookup(key), x, list(named), k)
+        if stored is not None:
+            return stored
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        result = _randomised_robust_accuracy(model, x, y, named, k, cascade, batch_size, progress, kwargs)
+    store.save(key, _randomised_payload(result, x, list(named)))
+    return result
+
+
+def _randomised_payload(result: RandomisedRobustResult, x: torch.Tensor, names: list[str]) -> dict:
+    """The per-image shares of every draw set, and each attack's changed examples."""
+    payload = {"n": len(x), "k": result.k, "names": names, "clean_share": result.clean.share.cpu(),
+               "clean_first": result.clean.first.cpu(), "share": [], "first": [], "rows": [], "adv": []}
+    for name in names:
+        r, adv = result.per_attack[name], result.x_adv[name]
+        rows = (adv != x).flatten(1).any(1).nonzero().flatten()
+        payload["share"].append(r.share.cpu())
+        payload["first"].append(r.first.cpu())
+        payload["rows"].append(rows.cpu())
+        payload["adv"].append(adv[rows].detach().cpu())
+    return payload
+
+
+def _randomised_from_payload(payload, x: torch.Tensor, names: list[str], k: int):
+    if payload is None:
+        return None
+    try:
+        if payload["n"] != len(x) or payload["names"] != names or payload["k"] != k:
+            return None
+        dev = x.device
+        clean = RandomisedAccuracy(k, payload["clean_share"].to(dev), payload["clean_first"].to(dev))
+        per_attack, x_adv = {}, {}
+        for i, name in enumerate(names):
+            per_attack[name] = RandomisedAccuracy(k, payload["share"][i].to(dev), payload["first"][i].to(dev))
+            adv = x.detach().clone()
+            adv[payload["rows"][i].to(dev)] = payload["adv"][i].to(x)
+            x_adv[name] = adv
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError):
+        return None
+    return RandomisedRobustResult(k, clean, per_attack, x_adv, from_store=True)
+
+
+def _randomised_robust_accuracy(model, x, y, named, k, cascade, batch_size, progress, kwargs):
+    """The engine of :func:`randomised_robust_accuracy` (arguments checked, generators seeded)."""
     clean = randomised_accuracy(model, x, y, k=k, batch_size=batch_size)
     attacked = clean.correct("majority")
     per_attack, x_adv = {}, {}
