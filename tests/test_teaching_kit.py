@@ -5,16 +5,13 @@
 * ``book/_ext/chapter_facts.py`` turns them into the ``{{ runtime_<stem> }}`` sentences and
   parses exercise label lines;
 * ``book/_ext/slides.py`` sets slide metadata and writes decks that load nothing remote;
-* ``python -m coursepkg.exercises.grade`` grades check cells (on a tiny synthetic notebook:
-  no chapter is executed here).
+* the grader, ``python -m coursepkg.exercises.grade``, is tested in ``tests/test_grade.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
-import os
 import pickle
 import re
 import sys
@@ -25,8 +22,6 @@ import nbformat
 import pytest
 
 from coursepkg import teaching
-from coursepkg.exercises import grade
-from coursepkg.exercises._check import FAIL_MARK, PASS_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
@@ -301,88 +296,6 @@ def test_reveal_js_is_available_offline():
     assert (source / "plugin" / "notes" / "notes.js").is_file()
     theme = (source / "dist" / "theme" / f"{slides.THEME}.css").read_text(encoding="utf-8")
     assert not re.search(r"url\((['\"]?)(https?:)?//", theme), "the theme must not fetch fonts"
-
-
-# --------------------------------------------------------------------------------------------
-# coursepkg.exercises.grade
-# --------------------------------------------------------------------------------------------
-
-
-CHECK_SOURCE = (
-    "from coursepkg.exercises._check import call_student, hint, passed\n"
-    "def check_double(f):\n"
-    "    value, failure = call_student('double', f, 21)\n"
-    "    if failure is not None:\n"
-    "        return failure\n"
-    "    return passed('double', 'f(21) = 42') if value == 42 else "
-    "hint('double', 'multiply, do not add')\n"
-    "check_double(double)")
-
-
-def _student_notebook(path: Path, body: str) -> Path:
-    nb = _nb(("md", "**Exercise 1 (doubling).** ★ · coding · lab · 5 min", []),
-             ("code", body, ["solution"]),
-             ("code", CHECK_SOURCE, ["check"]),
-             ("md", "**Exercise 2 (undefined).** ★ · coding · lab · 5 min", []),
-             ("code", "check_double(triple)", ["check"]))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, path)
-    return path
-
-
-@pytest.fixture
-def kernel_env(monkeypatch):
-    # The kernel runs in the notebook's folder: make the package importable from there too.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-
-
-def test_grader_executes_and_reports_each_check(tmp_path, kernel_env, capsys):
-    good = _student_notebook(tmp_path / "alice.ipynb", "def double(x):\n    return 2 * x\n")
-    bad = _student_notebook(tmp_path / "bob.ipynb", "def double(x):\n    return x + 2\n")
-    grades = grade.grade_notebook(good, timeout=120)
-    assert [(g.cell, g.exercise, g.status) for g in grades] == [
-        (2, "Exercise 1 (doubling)", "pass"), (4, "Exercise 2 (undefined)", "error")]
-    assert grades[0].message.startswith(PASS_MARK) and "NameError" in grades[1].message
-    csv_path = tmp_path / "class.csv"
-    assert grade.main([str(good), str(bad), "--csv", str(csv_path), "--timeout", "120"]) == 0
-    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
-    assert [(r["notebook"], r["status"]) for r in rows] == [
-        ("alice.ipynb", "pass"), ("alice.ipynb", "error"),
-        ("bob.ipynb", "not yet"), ("bob.ipynb", "error")]
-    assert rows[2]["message"].startswith(FAIL_MARK) and "multiply" in rows[2]["message"]
-    out = capsys.readouterr().out
-    assert "alice.ipynb: 1/2 checks passed" in out and "bob.ipynb: 0/2 checks passed" in out
-
-
-def test_grader_reads_executed_notebooks_without_running_them(tmp_path):
-    path = _student_notebook(tmp_path / "carol.ipynb", "def double(x):\n    return 2 * x\n")
-    nb = nbformat.read(path, as_version=4)
-    nb.cells[2].outputs = [nbformat.v4.new_output(
-        "execute_result", data={"text/plain": f"{PASS_MARK} (double): f(21) = 42"},
-        execution_count=2)]
-    nbformat.write(nb, path)
-    grades = grade.grade_notebook(path, run=False)
-    assert [g.status for g in grades] == ["pass", "not run"]
-
-
-def test_grader_says_what_to_do_with_a_missing_notebook(tmp_path, capsys):
-    assert grade.main([str(tmp_path / "missing.ipynb"), "--no-execute"]) == 2
-    assert "no such notebook" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("outputs,status", [
-    ([], "not run"),
-    ([nbformat.v4.new_output("error", ename="NameError", evalue="x", traceback=[])], "error"),
-    ([nbformat.v4.new_output("stream", name="stdout", text=f"{FAIL_MARK} (a): hint\n")],
-     "not yet"),
-    ([nbformat.v4.new_output("stream", name="stdout", text="something else\n")], "error"),
-])
-def test_verdict(outputs, status):
-    cell = nbformat.v4.new_code_cell("check()")
-    cell.outputs = outputs
-    assert grade.verdict(cell)[0] == status
 
 
 def test_split_markdown_keeps_fences_whole_and_respects_the_budget():
