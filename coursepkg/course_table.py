@@ -62,9 +62,8 @@ KINDS = ("model", "randomised", "detector")
 #: checks of :func:`~coursepkg.evaluate.sanity_checks` whose failure is a symptom of masked
 #: gradients (the other two compare the effort of attacks: a failure there means the
 #: evaluation had not converged, which the "adaptive" column already answers)
-#: an interval wider than this (e.g. six images) cannot tell a claim that stands from one
-#: that falls: the verdict says "unresolved" instead of "claim stands" or "lowered"
-UNRESOLVED_WIDTH = 0.35
+#: level of the paired tests behind the verdicts (exact McNemar tests, one-sided)
+ALPHA = 0.05
 
 MASKING_CHECKS = ("iterative beats single-step", "larger eps lowers accuracy",
                   "unbounded attack reaches near-zero accuracy", "white-box beats random noise",
@@ -510,10 +509,16 @@ def _registry() -> tuple[Defence, ...]:
 #: every defence of chapters 2-6, in the book's order
 DEFENCES: tuple[Defence, ...] = _registry()
 
+#: the table's first row: chapter 1's undefended classifier under the same evaluation, the
+#: yardstick each defence's adaptive accuracy is compared with, image by image
+BASELINE = Defence("undefended (baseline)", chapter=1, kind="model", claim_name="PGD",
+                   claim=_claim_pgd, build=_zoo_model("standard"), attacks=_no_attacks,
+                   with_strongest=True, network="standard")
+
 
 def defence(name: str) -> Defence:
-    """The registered defence called ``name``."""
-    for d in DEFENCES:
+    """The registered defence called ``name`` (or the baseline)."""
+    for d in (BASELINE, *DEFENCES):
         if d.name == name:
             return d
     raise ValueError(f"unknown defence {name!r}: choose one of {[d.name for d in DEFENCES]}")
@@ -588,18 +593,47 @@ class Row:
         return self.chapter_figure.value - self.adaptive.value > 0.02 + 1e-9
 
     @property
+    def claim_test(self) -> evaluate.PairedComparison:
+        """Claimed against adaptive on the same images: the images the adaptive attacks broke
+        that the claimed attack left, and the exact one-sided test that adaptive is lower."""
+        return evaluate.paired_test(self.correct["claimed"], self.correct["adaptive"],
+                                    alternative="lower")
+
+    @property
+    def baseline_test(self) -> evaluate.PairedComparison | None:
+        """The undefended baseline's adaptive accuracy against this row's, on the same images:
+        the exact one-sided test that the defence keeps more images (None: no baseline)."""
+        base = self.correct.get("baseline")
+        if base is None:
+            return None
+        return evaluate.paired_test(base, self.correct["adaptive"], alternative="higher")
+
+    @property
+    def broken(self) -> bool:
+        """The adaptive attacks lowered the claim, by the paired test at level ``ALPHA``."""
+        return self.claim_test.significant(ALPHA)
+
+    @property
+    def above_baseline(self) -> bool | None:
+        """The adaptive accuracy lies above the undefended model's, by the paired test."""
+        test = self.baseline_test
+        return None if test is None else test.significant(ALPHA)
+
+    @property
     def verdict(self) -> str:
-        """The checklist's verdict, in words."""
-        parts = []
-        wide = max(self.claimed.hi - self.claimed.lo, self.adaptive.hi - self.adaptive.lo)
-        if self.claimed.lo > self.adaptive.hi:
-            parts.append("claim broken")
-        elif wide > UNRESOLVED_WIDTH:
-            parts.append(f"unresolved (n={self.n})")
-        elif self.claimed.value > self.adaptive.value:
-            parts.append("claim lowered within noise")
+        """What was measured, in words: the paired tests, the checklist's symptoms, defects."""
+        claim = self.claim_test
+        if claim.significant(ALPHA):
+            parts = [f"claim lowered ({claim.only_a} of {claim.n} images, p = {claim.p_value:.2g})"]
+        elif claim.only_a:
+            parts = [f"claim lowered on {claim.only_a} of {claim.n} images, within chance "
+                     f"(p = {claim.p_value:.2g})"]
         else:
-            parts.append("claim stands (upper bound)")
+            parts = ["claim not lowered by the attacks run"]
+        base = self.baseline_test
+        if base is not None:
+            word = "above undefended" if base.significant(ALPHA) else "no better than undefended"
+            parts.append(f"{word} (+{base.only_b}/-{base.only_a} images, p = {base.p_value:.2g})")
         masking = [c for c in (self.failed_checks or []) if c in MASKING_CHECKS]
         if masking:
             parts.append(f"masking signs: {len(masking)}")
@@ -681,9 +715,12 @@ def _detector_masks(d: Defence, s: Setting, model, x, y) -> dict:
 
 
 def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
-                     checklist_n: int | None = None) -> Row:
+                     checklist_n: int | None = None, baseline: Row | None = None) -> Row:
     """Measure one defence on the first ``n`` images (default ``table_eval_subset``, or
-    ``table_slow_subset`` for a slow one); run the checklist on ``checklist_n`` of them."""
+    ``table_slow_subset`` for a slow one); run the checklist on ``checklist_n`` of them.
+
+    ``baseline`` (the :data:`BASELINE` row, measured on at least as many of the same
+    images) gives the row its paired comparison with the undefended model."""
     p = s.profile
     n = n or (p.table_slow_subset if d.slow else p.table_eval_subset)
     x, y = s.images(n)
@@ -694,6 +731,10 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
              "detector": _detector_masks}[d.kind](d, s, model, x, y)
     flagged = masks.pop("_masked", None)
     masks["adaptive"] = masks["chapter"] & masks["strongest"]
+    if baseline is not None:
+        if baseline.n < n:
+            raise ValueError(f"the baseline row holds {baseline.n} images, the row needs {n}")
+        masks["baseline"] = baseline.correct["adaptive"][:n]
     failed, masked = None, None
     if d.checklist:
         m = min(checklist_n or p.table_sanity_subset, n)
@@ -703,20 +744,22 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
     if d.kind == "model" and not d.slow:
         masked = (flagged if flagged is not None
                   else evaluate.gradient_masking_flags(model, x, y)["masked"])
-    iv = {k: Interval.of_mask(v) for k, v in masks.items()}
+    iv = {k: Interval.of_mask(v) for k, v in masks.items() if k != "baseline"}
     return Row(d.name, d.chapter, d.kind, n, iv["clean"], iv["claimed"], d.claim_name,
                iv["chapter"], iv["strongest"], iv["adaptive"], failed, masked,
                time.perf_counter() - start, d.note, masks)
 
 
 def course_table(setting: Setting | None = None, *, defences=None, progress: bool = False) -> list[Row]:
-    """Every defence of ``DEFENCES`` (or ``defences``, names or
-    :class:`~coursepkg.course_table.Defence`) measured."""
+    """The undefended baseline, then every defence of ``DEFENCES`` (or ``defences``, names or
+    :class:`~coursepkg.course_table.Defence`), each measured and compared with the baseline
+    on the same images."""
     s = setting or Setting()
     chosen = [defence(d) if isinstance(d, str) else d for d in (defences or DEFENCES)]
-    rows = []
+    base = evaluate_defence(BASELINE, s)
+    rows = [base]
     for d in chosen:
-        rows.append(evaluate_defence(d, s))
+        rows.append(evaluate_defence(d, s, baseline=base))
         if progress:
             r = rows[-1]
             print(f"{r.name:28s} {r.seconds:5.1f} s  adaptive {r.adaptive}")

@@ -80,23 +80,46 @@ def test_grey_box_cells_are_the_targets_that_wrap_a_source():
         dataclasses.replace(ct.defence("PGD training"), classifier="standard")
 
 
-def _row(claimed, chapter, adaptive, failed=None, masked=None, n=50):
+def _first(k: int, n: int) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[:k] = True
+    return mask
+
+
+def _row(claimed, chapter, adaptive, failed=None, masked=None, n=50, baseline=None):
+    """A row whose claimed images are the first ``claimed``, its adaptive ones the first
+    ``adaptive`` (a subset: the adaptive attacks include the claimed one), and the
+    baseline's the first ``baseline``."""
     iv = lambda k: Interval.of(k, n)
+    masks = {"claimed": _first(claimed, n), "adaptive": _first(adaptive, n)}
+    if baseline is not None:
+        masks["baseline"] = _first(baseline, n)
     return ct.Row("d", 2, "model", n, iv(min(45, n)), iv(claimed), "PGD", iv(chapter),
-                  iv(chapter), iv(adaptive), failed, masked, 0.0)
+                  iv(chapter), iv(adaptive), failed, masked, 0.0, correct=masks)
 
 
-def test_wide_intervals_leave_the_claim_unresolved():
-    assert _row(3, 3, 3, n=6).verdict.startswith("unresolved (n=6)")  # would "stand"
-    assert _row(4, 3, 3, n=6).verdict.startswith("unresolved (n=6)")  # would be "lowered"
-    assert _row(6, 0, 0, n=6).verdict.startswith("claim broken")  # apart even on six
-    assert _row(15, 15, 15, n=30).verdict.startswith("claim stands")  # widest at n = 30
+def test_verdicts_come_from_paired_tests():
+    seven = _row(14, 7, 7, n=30)  # 0.467 -> 0.233: seven images broken, none the other way
+    assert seven.broken and seven.claim_test.p_value == pytest.approx(2 ** -7)
+    assert seven.verdict.startswith("claim lowered (7 of 30 images, p = 0.0078)")
+    four = _row(10, 6, 6)  # four broken: p = 1/16, not below 0.05
+    assert not four.broken
+    assert four.verdict.startswith("claim lowered on 4 of 50 images, within chance (p = 0.062)")
+    same = _row(10, 10, 10)
+    assert same.verdict.startswith("claim not lowered by the attacks run")
+    for row in (seven, four, same, _row(3, 3, 3, n=6)):
+        assert "stands" not in row.verdict and "unresolved" not in row.verdict
+
+
+def test_verdict_compares_with_the_undefended_baseline():
+    above = _row(40, 20, 20, baseline=10)  # ten images more than the baseline, none fewer
+    assert above.above_baseline and "above undefended (+10/-0 images, p = 0.00098)" in above.verdict
+    close = _row(40, 12, 12, baseline=10)  # two more: p = 1/4
+    assert close.above_baseline is False and "no better than undefended" in close.verdict
+    assert _row(40, 12, 12).above_baseline is None  # no baseline given: no comparison
 
 
 def test_verdict_and_defect():
-    assert _row(40, 10, 10).verdict.startswith("claim broken")
-    assert _row(12, 10, 10).verdict.startswith("claim lowered within noise")
-    assert _row(10, 10, 10).verdict.startswith("claim stands")
     assert "masking signs: 1" in _row(40, 10, 10, failed=["white-box beats random noise"]).verdict
     effort = ["more steps and restarts change little"]
     assert "masking signs" not in _row(40, 10, 10, failed=effort).verdict

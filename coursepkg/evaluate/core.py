@@ -17,6 +17,7 @@ Results are dataclasses with ``as_dict()``, so a chapter prints and asserts on t
 from __future__ import annotations
 
 import contextlib
+import time
 import functools
 import html
 import inspect
@@ -186,7 +187,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     if len(x) == 0:
         raise ValueError("x is empty: robust accuracy of no examples is undefined")
     y = y.to(x.device)
-    key = None
+    key, started = None, time.perf_counter()
     if seed is not None:
         _common.check_seed(seed)
         key = store.key_for("robust_accuracy", model, list(named.items()), x, y, sorted(kwargs.items()),
@@ -194,9 +195,11 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
                             _model_device(model, x.device).type)
         stored = _robust_from_payload(store.lookup(key), x, list(named))
         if stored is not None:
+            store.record("robust_accuracy", named, len(x), time.perf_counter() - started, True)
             return stored
     with (seeded(seed) if seed is not None else contextlib.nullcontext()):
         result = _robust_accuracy(model, x, y, named, batch_size, progress, cascade, kwargs)
+    store.record("robust_accuracy", named, len(x), time.perf_counter() - started, False)
     store.save(key, _robust_payload(result, x, list(named)))
     return result
 

@@ -18,6 +18,7 @@ differentiable for the adaptive attack anyway (:mod:`coursepkg.defences.detectio
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -231,13 +232,14 @@ def evasion(detected: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *, b
     if len(x) == 0:
         raise ValueError("x is empty: attack success on no images is undefined")
     y = y.to(x.device)
-    key = None
+    key, started = None, time.perf_counter()
     if seed is not None:
         _common.check_seed(seed)
         key = store.key_for("evasion", detected, list(named.items()), x, y, sorted(kwargs.items()),
                             batch_size, seed, x.device.type, _device_of(detected, x.device).type)
         stored = _evasion_from_payload(store.lookup(key), x, list(named))
         if stored is not None:
+            store.record("evasion", named, len(x), time.perf_counter() - started, True)
             return stored
     with (seeded(seed) if seed is not None else contextlib.nullcontext()):
         result = _evasion(detected, x, y, named, batch_size, kwargs)
@@ -245,6 +247,7 @@ def evasion(detected: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *, b
     fooled = torch.tensor([names.index(f) if f is not None else -1 for f in result.fooled_by],
                           dtype=torch.long)
     rows = (fooled >= 0).nonzero().flatten()
+    store.record("evasion", named, len(x), time.perf_counter() - started, False)
     store.save(key, {"n": len(x), "names": names, "attacked": result.attacked.cpu(),
                      "evaded": result.evaded.cpu(), "fooled_by": fooled,
                      "adv_rows": result.x_adv[rows.to(x.device)].detach().cpu(),

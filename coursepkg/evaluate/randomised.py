@@ -26,6 +26,7 @@ section 5.9).  ``k`` defaults to the profile's ``random_eval_draws``.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -220,7 +221,7 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
         raise ValueError("x is empty: robust accuracy of no examples is undefined")
     k = _check_k(k)
     y = y.to(x.device)
-    key = None
+    key, started = None, time.perf_counter()
     if seed is not None:
         _common.check_seed(seed)
         key = store.key_for("randomised_robust_accuracy", model, list(named.items()), x, y,
@@ -228,9 +229,11 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
                             _model_device(model, x.device).type)
         stored = _randomised_from_payload(store.lookup(key), x, list(named), k)
         if stored is not None:
+            store.record("randomised_robust_accuracy", named, len(x), time.perf_counter() - started, True)
             return stored
     with (seeded(seed) if seed is not None else contextlib.nullcontext()):
         result = _randomised_robust_accuracy(model, x, y, named, k, cascade, batch_size, progress, kwargs)
+    store.record("randomised_robust_accuracy", named, len(x), time.perf_counter() - started, False)
     store.save(key, _randomised_payload(result, x, list(named)))
     return result
 

@@ -19,6 +19,9 @@ nbval, and by chapter 7's table when it asks the same question a chapter asked.
   whose recorded key or shapes disagree, is treated as absent (and recomputed).
 
 ``COURSEPKG_RESULTS_STORE=off`` (or ``0``, ``false``, ``no``) turns the store off.
+``COURSEPKG_TIMINGS=FILE`` appends one JSON line per evaluation to ``FILE`` (its kind, its
+attacks, the number of images, the seconds it took and whether it was read back), which
+``benchmarks/where_the_seconds_go.py`` sums per chapter.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
+import time
 import tempfile
 import types
 import warnings
@@ -36,6 +41,7 @@ import torch
 from torch import nn
 
 STORE_ENV = "COURSEPKG_RESULTS_STORE"
+TIMINGS_ENV = "COURSEPKG_TIMINGS"
 FORMAT = 1  #: the layout of a stored result; bump it when the payload changes
 _OFF = ("0", "off", "false", "no")
 
@@ -261,3 +267,17 @@ def save(key: str | None, payload: dict) -> None:
         warnings.warn(f"results store: could not write {path} ({err.strerror})", RuntimeWarning,
                       stacklevel=3)
 
+
+
+def record(kind: str, names, n: int, seconds: float, hit: bool) -> None:
+    """Append one evaluation's cost to ``$COURSEPKG_TIMINGS`` (nothing when it is unset)."""
+    target = os.environ.get(TIMINGS_ENV, "").strip()
+    if not target:
+        return
+    line = {"pid": os.getpid(), "time": time.time(), "kind": kind, "attacks": list(names), "n": int(n),
+            "seconds": round(float(seconds), 4), "hit": bool(hit)}
+    try:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+    except OSError:
+        pass  # a measurement aid: never a reason to fail an evaluation

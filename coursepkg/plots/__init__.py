@@ -422,3 +422,18 @@ class Table:
 
 from .diagrams import *  # noqa: E402,F401,F403
 from .transfer import *  # noqa: E402,F401,F403
+
+
+def glue(name: str, value, *, display: bool = False):
+    """Bind ``value`` to ``name`` for the chapter's prose, which shows it with
+    ``{glue:text}`name``` (myst-nb's glue): the text then says what the run printed.
+
+    Outside a myst-nb build (Colab, a plain Jupyter server) there is no prose to bind and
+    the value is only returned; the cell's printed output says the same.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    myst_glue(name, value, display=display)
+    return value
