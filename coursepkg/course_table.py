@@ -180,6 +180,10 @@ class Defence:
     #: (a purifier, a random model or a detector wraps a classifier of the zoo): examples
     #: crafted on that source know the target's classifier, a grey-box attack, not transfer
     classifier: str = ""
+    #: the profile field that sizes the images its chapter evaluates it on, when the row
+    #: reads the chapter's own results (``eval_subset`` for chapter 2, ...); empty: the
+    #: table's own ``table_eval_subset`` (``table_slow_subset`` for a slow defence)
+    images: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -203,29 +207,35 @@ def _claim_fgsm(s: Setting, model) -> dict:
     return {"FGSM": attacks.fgsm}
 
 
-def _chapter2_attacks(s: Setting, model) -> dict:
-    """Chapter 2's attacks beside ``strongest``: FGSM, R+FGSM, PGD transferred from the baseline."""
-    return {"FGSM": attacks.fgsm, "R+FGSM": attacks.rfgsm,
-            "transfer": s.transferred(steps=s.profile.pgd_steps, restarts=s.profile.pgd_restarts)}
+def _chapter2_attacks(s: Setting, model, x, y) -> dict:
+    """Chapter 2's attacks beside ``strongest`` (:func:`coursepkg.recipes.augmentation.chapter_attacks`):
+    FGSM, R+FGSM, PGD crafted on the baseline -- the very attacks the chapter builds, so the
+    row reads the chapter's stored results back."""
+    from .recipes import augmentation as chapter2
+
+    return chapter2.chapter_attacks(s.classifier, x, y, eps=s.eps, profile=s.profile)
 
 
 # --- chapter 4: gradient regularisation ------------------------------------------------
-def _chapter4_attacks(s: Setting, model) -> dict:
-    """Chapter 4's attacks beside ``strongest``: transfer from the baseline, targeted APGD on
-    every class; for the distilled network also PGD at temperature T and transfer from a
-    substitute trained on its labels (Papernot et al. 2017)."""
-    from .defences.gradient_regularisation import Temperature
+def _claim_pgd_ce(s: Setting, model) -> dict:
+    from .recipes import gradient_regularisation as chapter4
 
-    found = {"transfer from baseline": s.transferred(steps=s.profile.pgd_steps,
-                                                     restarts=s.profile.pgd_restarts)}
+    return {"PGD-CE": chapter4.yardstick_pgd(s.profile)}
+
+
+def _chapter4_attacks(s: Setting, model, x=None, y=None) -> dict:
+    """Chapter 4's attacks beside ``strongest``
+    (:func:`coursepkg.recipes.gradient_regularisation.chapter_attacks`): transfer from the
+    baseline, targeted APGD on every class; for the distilled network also PGD at
+    temperature T and transfer from the chapter's substitute trained on its labels."""
+    from .recipes import gradient_regularisation as chapter4
+
+    substitute = None
     if "temperature" in model.zoo_config["hyperparameters"]:
-        t = model.zoo_config["hyperparameters"]["temperature"]
-        found["PGD-CE on Z/T"] = attack_via(Temperature(model, t), s.pgd())
-        found["transfer from substitute"] = attack_via(substitute_of(s, "distillation_student"),
-                                                       s.pgd())
-    found["APGD-T, every class"] = functools.partial(
-        attacks.apgd_targeted, top_k=s.info.num_classes - 1, steps=s.profile.pgd_steps)
-    return found
+        substitute = s.memo(("chapter 4 substitute", model.zoo_config["recipe"]), lambda: chapter4.substitute_for(
+            model, dataset=s.info.name, profile=s.profile, device=s.device))
+    return chapter4.chapter_attacks(model, baseline=s.classifier, profile=s.profile,
+                                    num_classes=s.info.num_classes, substitute=substitute)
 
 
 def substitute_of(s: Setting, recipe: str) -> nn.Module:
@@ -255,7 +265,7 @@ def _claim_transfer(s: Setting, model) -> dict:
     return {"transferred PGD": s.transferred(restarts=s.profile.pgd_restarts)}
 
 
-def _chapter3_attacks(s: Setting, model, full: bool = True) -> dict:
+def _chapter3_attacks(s: Setting, model, x=None, y=None, full: bool = True) -> dict:
     """Chapter 3's attacks on a purifier: its own (BPDA with two losses, the search over
     reachable levels, EOT of the true gradient for TV minimisation, PixelDefend's output
     space), the transferred examples, then (``full``) the strongest attacks through the
@@ -368,7 +378,7 @@ def _claim_one_draw(s: Setting, model) -> dict:
     return {"PGD": functools.partial(attacks.pgd, restarts=s.profile.pgd_restarts)}
 
 
-def _chapter5_attacks(s: Setting, model, full: bool = True) -> dict:
+def _chapter5_attacks(s: Setting, model, x=None, y=None, full: bool = True) -> dict:
     """Chapter 5's attacks: EOT-PGD, (``full``) the strongest attacks through EOT, one-draw
     FGSM and PGD, and SPSA on the first ``random_spsa_subset`` images it is handed."""
     p = s.profile
@@ -428,7 +438,7 @@ def _claim_static(s: Setting, model) -> dict:
         attacks.pgd, restarts=s.profile.pgd_restarts))}
 
 
-def _chapter6_attacks(s: Setting, model) -> dict:
+def _chapter6_attacks(s: Setting, model, x=None, y=None) -> dict:
     """Chapter 6's attacks beyond the strongest ones aimed through the detector: PGD-EOT for
     the random detectors, then a long APGD through a steeper joined model (gain 10)."""
     from .defences.detection import evading
@@ -448,15 +458,16 @@ def _mc_types():
     return (BayesianUncertainty, Combined)
 
 
-def _no_attacks(s, model) -> dict:
+def _no_attacks(s, model, x=None, y=None) -> dict:
     return {}
 
 
 def _registry() -> tuple[Defence, ...]:
     ch2 = dict(chapter=2, kind="model", attacks=_chapter2_attacks, with_strongest=True,
-               checklist=True)
+               checklist=True, images="eval_subset")
     ch4 = dict(chapter=4, kind="model", attacks=_chapter4_attacks, with_strongest=True,
-               checklist=True, claim_name="PGD-CE", claim=_claim_pgd)
+               checklist=True, claim_name="PGD-CE", claim=_claim_pgd_ce,
+               images="gradreg_eval_subset")
     ch3 = dict(chapter=3, kind="model", claim_name="PGD transferred from the baseline",
                claim=_claim_transfer, attacks=_chapter3_attacks, classifier="standard")
     cheap = "cheaper: APGD-CE through the chapter's view stands in for strongest"
@@ -512,8 +523,8 @@ DEFENCES: tuple[Defence, ...] = _registry()
 #: the table's first row: chapter 1's undefended classifier under the same evaluation, the
 #: yardstick each defence's adaptive accuracy is compared with, image by image
 BASELINE = Defence("undefended (baseline)", chapter=1, kind="model", claim_name="PGD",
-                   claim=_claim_pgd, build=_zoo_model("standard"), attacks=_no_attacks,
-                   with_strongest=True, network="standard")
+                   claim=_claim_pgd, build=_zoo_model("standard"), attacks=_chapter2_attacks,
+                   with_strongest=True, network="standard", images="eval_subset")
 
 
 def defence(name: str) -> Defence:
@@ -658,24 +669,34 @@ def _model_masks(d: Defence, s: Setting, model, x, y) -> dict:
     eps = s.eps
     clean = evaluate.predictions(model, x) == y
     claim = evaluate.robust_accuracy(model, x, y, d.claim(s, model), eps=eps).correct
+    own = d.attacks(s, model, x, y)
+    masked = None
     if d.strongest_via is not None:
         strong = evaluate.robust_accuracy(model, x, y, d.strongest_via(s, model), eps=eps,
                                           cascade=True).correct
     else:  # the masking flags decide SPSA, as strongest's "auto" would (computed once)
         masked = evaluate.gradient_masking_flags(model, x, y)["masked"]
-        strong = evaluate.strongest(model, x, y, eps=eps, profile=s.profile,
-                                    spsa=masked).correct
-    own = d.attacks(s, model)
-    if d.with_strongest:  # strongest(extra=own): own attacks on strongest's survivors
+    if d.with_strongest and d.strongest_via is None:
+        # the chapter's own call, strongest(extra=own): read back from the results store
+        # when the chapter ran; its built-in attacks run first, so the mask after the last
+        # of them is strongest on its own
+        result = evaluate.strongest(model, x, y, eps=eps, profile=s.profile, spsa=masked,
+                                    extra=own)
+        last_builtin = list(evaluate.strongest_attacks(profile=s.profile, spsa_attack=masked))[-1]
+        chapter, strong = result.correct, result.per_attack_mask[last_builtin]
+    elif d.with_strongest:  # strongest through the view, then the chapter's attacks on its survivors
         chapter = strong.clone()
         alive = chapter.nonzero().squeeze(1)
         if len(alive) and own:
             chapter[alive] = evaluate.robust_accuracy(model, x[alive], y[alive], own, eps=eps,
                                                       cascade=True).correct
     else:
+        if d.strongest_via is None:
+            strong = evaluate.strongest(model, x, y, eps=eps, profile=s.profile,
+                                        spsa=masked).correct
         chapter = evaluate.robust_accuracy(model, x, y, own, eps=eps, cascade=True).correct
     masks = {"clean": clean, "claimed": claim & clean, "chapter": chapter, "strongest": strong}
-    if d.strongest_via is None:
+    if masked is not None:
         masks["_masked"] = masked  # the flags' verdict, for the row
     return masks
 
@@ -691,7 +712,7 @@ def _randomised_masks(d: Defence, s: Setting, model, x, y) -> dict:
         use_spsa = evaluate.gradient_masking_flags(model, x, y)["masked"]
         strongest = evaluate.strongest_attacks(eps=eps, profile=s.profile, spsa_attack=use_spsa)
     strong = evaluate.randomised_robust_accuracy(model, x, y, strongest, k=k, eps=eps)
-    chapter = evaluate.randomised_robust_accuracy(model, x, y, d.attacks(s, model), k=k, eps=eps)
+    chapter = evaluate.randomised_robust_accuracy(model, x, y, d.attacks(s, model, x, y), k=k, eps=eps)
     return {"clean": clean.correct("majority"), "claimed": claim.correct("single"),
             "chapter": chapter.correct("worst"), "strongest": strong.correct("worst")}
 
@@ -709,9 +730,16 @@ def _detector_masks(d: Defence, s: Setting, model, x, y) -> dict:
     chapter = strong_ok.clone()
     alive = chapter.nonzero().squeeze(1)
     if len(alive):
-        more = evd.evasion(model, x[alive], y[alive], d.attacks(s, model), eps=eps)
+        more = evd.evasion(model, x[alive], y[alive], d.attacks(s, model, x[alive], y[alive]), eps=eps)
         chapter[alive] = ~more.evaded
     return {"clean": clean, "claimed": claim, "chapter": chapter, "strongest": strong_ok}
+
+
+def images_of(d: Defence, p: Profile) -> int:
+    """How many of the course's images the row of ``d`` is measured on."""
+    if d.images:
+        return int(getattr(p, d.images))
+    return p.table_slow_subset if d.slow else p.table_eval_subset
 
 
 def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
@@ -722,7 +750,7 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
     ``baseline`` (the :data:`BASELINE` row, measured on at least as many of the same
     images) gives the row its paired comparison with the undefended model."""
     p = s.profile
-    n = n or (p.table_slow_subset if d.slow else p.table_eval_subset)
+    n = n or images_of(d, p)
     x, y = s.images(n)
     start = time.perf_counter()
     torch.manual_seed(0)

@@ -140,7 +140,7 @@ def _toy_defence(**changes):
         return model
     base = ct.Defence("toy", chapter=2, kind="model", claim_name="FGSM", build=build,
                       claim=lambda s, m: {"FGSM": attacks.fgsm},
-                      attacks=lambda s, m: {"R+FGSM": attacks.rfgsm})
+                      attacks=lambda s, m, *images: {"R+FGSM": attacks.rfgsm})
     return dataclasses.replace(base, **changes)
 
 
@@ -171,3 +171,32 @@ def test_transferred_examples_are_crafted_once_and_reused():
     assert other.shape == x[:1].shape
     with pytest.raises(TypeError, match="only eps"):
         attack(None, x, y, eps=0.1, steps=5)
+
+
+@pytest.mark.slow
+def test_chapter_rows_read_the_chapters_own_results_back(monkeypatch):
+    """A chapter-2 row asks exactly what chapter 2 asked (the same models, images, attacks
+    and seed), so the table reads the chapter's per-image results back instead of
+    attacking again, and its figure is the chapter's."""
+    from coursepkg import evaluate, zoo
+    from coursepkg.evaluate import store
+    from coursepkg.recipes import augmentation as chapter2
+
+    monkeypatch.setenv(store.STORE_ENV, "on")
+    s = ct.Setting(profile="quick", device="cpu")
+    x, y = s.images(16)
+    model = zoo.get("fgsm_training", profile="quick", device="cpu")
+    own = chapter2.chapter_attacks(zoo.get("standard", profile="quick", device="cpu"), x, y,
+                                   eps=s.eps, profile=s.profile)
+    chapter = evaluate.strongest(model, x, y, eps=s.eps, extra=own)  # as the chapter asks
+    hits = []
+    real_record = store.record
+    monkeypatch.setattr(store, "record", lambda kind, names, n, sec, hit: (
+        hits.append((kind, n, hit)), real_record(kind, names, n, sec, hit)))
+    row = ct.evaluate_defence(ct.defence("FGSM training"), s, n=16)
+    assert ("robust_accuracy", 16, True) in hits  # strongest(extra=...) read back
+    assert torch.equal(row.correct["chapter"], chapter.correct)
+    assert row.chapter_figure.value == chapter.robust_accuracy
+    names = list(chapter.per_attack)  # the built-in attacks, then the chapter's (FGSM first)
+    last_builtin = names[names.index("FGSM") - 1]
+    assert torch.equal(row.correct["strongest"], chapter.per_attack_mask[last_builtin])

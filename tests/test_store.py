@@ -119,6 +119,18 @@ def test_a_hit_returns_identical_per_image_results():
     assert 0 < first.robust_accuracy < first.clean_accuracy  # the attacks did break some images
 
 
+def test_the_same_attacks_under_other_names_read_back_under_the_new_names():
+    x, y = data()
+    first = robust_accuracy(linear(), x, y, attacks(), eps=0.3)
+    renamed = dict(zip(["one step", "many steps"], attacks().values()))
+    again = robust_accuracy(linear(), x, y, renamed, eps=0.3)
+    assert again.from_store and list(again.per_attack) == ["one step", "many steps"]
+    assert again.per_attack["many steps"] == first.per_attack["PGD"]
+    assert {f for f in again.fooled_by} <= {None, "one step", "many steps"}
+    swapped = dict(reversed(list(attacks().items())))  # another order: another question
+    assert not robust_accuracy(linear(), x, y, swapped, eps=0.3).from_store
+
+
 def test_seeded_evaluation_leaves_the_callers_generator_alone():
     x, y, model = *data(), linear()
     torch.manual_seed(11)

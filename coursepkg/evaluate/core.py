@@ -178,8 +178,9 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     restored afterwards: the result is a function of the model, the attacks, the images and
     the seed alone.  It is therefore kept in the results store
     (:mod:`coursepkg.evaluate.store`) and read back by any later call that asks the same
-    question -- the same chapter run again, or chapter 7's table.  ``seed=None`` draws from
-    the caller's generators instead, and nothing is stored.
+    question -- the same chapter run again, or chapter 7's table (the attacks are keyed by
+    what they are, in order, not by their names: the result comes back under the caller's
+    names).  ``seed=None`` draws from the caller's generators instead, and nothing is stored.
     """
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     batch_size = _common.check_positive_int(batch_size, "batch_size")
@@ -190,7 +191,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     key, started = None, time.perf_counter()
     if seed is not None:
         _common.check_seed(seed)
-        key = store.key_for("robust_accuracy", model, list(named.items()), x, y, sorted(kwargs.items()),
+        key = store.key_for("robust_accuracy", model, list(named.values()), x, y, sorted(kwargs.items()),
                             cascade, batch_size, seed, x.device.type,
                             _model_device(model, x.device).type)
         stored = _robust_from_payload(store.lookup(key), x, list(named))
@@ -222,7 +223,7 @@ def _robust_from_payload(payload: dict | None, x: torch.Tensor, names: list[str]
     try:
         fooled = payload["fooled_by"]
         rows = (fooled >= 0).nonzero().flatten()
-        if (payload["n"] != len(x) or payload["names"] != names or len(fooled) != len(x)
+        if (payload["n"] != len(x) or len(payload["names"]) != len(names) or len(fooled) != len(x)
                 or payload["adv_rows"].shape[1:] != x.shape[1:] or len(payload["adv_rows"]) != len(rows)):
             return None
         x_adv = x.detach().clone()

@@ -235,7 +235,7 @@ def evasion(detected: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *, b
     key, started = None, time.perf_counter()
     if seed is not None:
         _common.check_seed(seed)
-        key = store.key_for("evasion", detected, list(named.items()), x, y, sorted(kwargs.items()),
+        key = store.key_for("evasion", detected, list(named.values()), x, y, sorted(kwargs.items()),
                             batch_size, seed, x.device.type, _device_of(detected, x.device).type)
         stored = _evasion_from_payload(store.lookup(key), x, list(named))
         if stored is not None:
@@ -261,7 +261,7 @@ def _evasion_from_payload(payload, x: torch.Tensor, names: list[str]) -> Evasion
     try:
         fooled = payload["fooled_by"]
         rows = (fooled >= 0).nonzero().flatten()
-        if payload["n"] != len(x) or payload["names"] != names or len(payload["adv_rows"]) != len(rows):
+        if payload["n"] != len(x) or len(payload["names"]) != len(names) or len(payload["adv_rows"]) != len(rows):
             return None
         x_adv = x.detach().clone()
         x_adv[rows.to(x.device)] = payload["adv_rows"].to(x)

@@ -224,7 +224,7 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     key, started = None, time.perf_counter()
     if seed is not None:
         _common.check_seed(seed)
-        key = store.key_for("randomised_robust_accuracy", model, list(named.items()), x, y,
+        key = store.key_for("randomised_robust_accuracy", model, list(named.values()), x, y,
                             sorted(kwargs.items()), k, cascade, batch_size, seed, x.device.type,
                             _model_device(model, x.device).type)
         stored = _randomised_from_payload(store.lookup(key), x, list(named), k)
@@ -256,7 +256,7 @@ def _randomised_from_payload(payload, x: torch.Tensor, names: list[str], k: int)
     if payload is None:
         return None
     try:
-        if payload["n"] != len(x) or payload["names"] != names or payload["k"] != k:
+        if payload["n"] != len(x) or len(payload["names"]) != len(names) or payload["k"] != k:
             return None
         dev = x.device
         clean = RandomisedAccuracy(k, payload["clean_share"].to(dev), payload["clean_first"].to(dev))

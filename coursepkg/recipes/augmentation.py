@@ -185,3 +185,29 @@ def fit_fgsm_training_large_eps(model, info, profile, device, *, seed=0, clean_w
     facts["seconds"] -= sum(r["seconds"] for r in record)
     facts["eps"] = eps
     return facts
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 2's evaluation: one definition for the chapter and for chapter 7's table
+# --------------------------------------------------------------------------------------
+def transfer_examples(baseline, x, y, *, eps: float, profile, seed: int = 0):
+    """PGD examples crafted on the undefended ``baseline`` (the yardstick PGD's steps and
+    restarts), drawn from generators seeded with ``seed``: the same bytes in every chapter
+    that asks, so that evaluations against them are read back from the results store."""
+    from ..attacks import pgd
+    from ..config import seeded
+
+    with seeded(seed):
+        return pgd(baseline, x, y, eps=eps, steps=profile.pgd_steps, restarts=profile.pgd_restarts)
+
+
+def chapter_attacks(baseline, x, y, *, eps: float, profile) -> dict:
+    """The attacks chapter 2 builds, which join :func:`coursepkg.evaluate.strongest` for every
+    model: FGSM, R+FGSM (the attacks single-step training saw) and PGD crafted on the
+    undefended baseline, shown to the model (transfer; Tramèr et al. 2018).  ``x, y`` are
+    the images the evaluation will attack (the transferred examples are crafted on them)."""
+    from ..attacks import fgsm, rfgsm
+
+    crafted = transfer_examples(baseline, x, y, eps=eps, profile=profile)
+    return {"FGSM": fgsm, "R+FGSM": rfgsm, "transfer": losses.precomputed_attack(x, crafted)}
+

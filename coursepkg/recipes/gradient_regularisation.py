@@ -113,3 +113,59 @@ def fit_distillation_student(model, info, profile, device, *, seed=0, temperatur
     facts = _fit_at_baseline_budget(model, info, profile, device, loss, seed=seed, desc=f"student T={temperature:g}")
     facts["teacher_seconds"] = float(teacher.zoo_facts.get("seconds", 0.0))
     return facts
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 4's evaluation: one definition for the chapter and for chapter 7's table
+# --------------------------------------------------------------------------------------
+def yardstick_pgd(profile, loss: str = "ce"):
+    """The course's PGD with the profile's steps and restarts (the chapter's claimed column)."""
+    import functools
+
+    from ..attacks import pgd
+
+    return functools.partial(pgd, steps=profile.pgd_steps, restarts=profile.pgd_restarts, loss=loss)
+
+
+def substitute_for(model, *, dataset: str = "fashion-mnist", profile, device=None):
+    """A substitute of ``model`` trained from its labels alone (Papernot et al. 2017), seeded
+    with the test images that follow the evaluation images in the test set (never
+    evaluated), with the profile's rounds and epochs; seeded, so every call trains the same
+    network."""
+    from ..attacks import train_substitute
+
+    x_test, _ = load_dataset(dataset, "test")
+    first = profile.eval_subset
+    x_seed = x_test[first:first + profile.substitute_seed_size]
+    return train_substitute(model, x_seed, rounds=profile.substitute_rounds,
+                            epochs=profile.substitute_epochs, device=device)
+
+
+def chapter_attacks(model, *, baseline, profile, num_classes: int, substitute=None) -> dict:
+    """The attacks chapter 4 adds to :func:`coursepkg.evaluate.strongest` for ``model``.
+
+    PGD crafted on the undefended ``baseline`` (transfer; none for the baseline itself),
+    targeted APGD towards every other class; for a distilled network also PGD on the logits
+    divided by its temperature (undoing the saturated softmax; Carlini and Wagner 2016) and
+    transfer from ``substitute``, a network trained on its labels (Papernot et al. 2017).
+    """
+    import functools
+
+    from ..adaptive import attack_via
+    from ..attacks import apgd_targeted, pgd
+
+    transfer = dict(steps=profile.pgd_steps, restarts=profile.pgd_restarts)
+    found = {}
+    if model is not baseline:
+        found["transfer from baseline"] = attack_via(baseline, pgd, **transfer)
+    temperature = getattr(model, "zoo_config", {}).get("hyperparameters", {}).get("temperature")
+    if temperature is not None:
+        found["PGD-CE on Z/T"] = attack_via(gr.Temperature(model, temperature), pgd, **transfer,
+                                            loss="ce")
+        if substitute is None:
+            raise ValueError("a distilled network's attacks include transfer from a substitute: "
+                             "pass substitute=substitute_for(model, profile=...)")
+        found["transfer from substitute"] = attack_via(substitute, pgd, **transfer)
+    found["APGD-T, every class"] = functools.partial(apgd_targeted, top_k=num_classes - 1,
+                                                     steps=profile.pgd_steps)
+    return found
