@@ -319,3 +319,45 @@ def test_slide_deck_runs_reveal_offline(visit):
     assert not v.blocked, f"{decks[0]}: requests leaving the machine: {v.blocked}"
     v.page.keyboard.press("ArrowRight")
     assert v.page.evaluate("() => Reveal.getIndices().h") == 1, "the deck does not advance"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report of `python -m coursepkg.report`: one self-contained page, opened offline
+# ---------------------------------------------------------------------------------------------
+
+
+def test_model_report_opens_offline_with_its_verdict(browser, tmp_path, monkeypatch):
+    import torch
+    from torch import nn
+
+    from coursepkg import config, report
+
+    monkeypatch.setenv("COURSEPKG_RESULTS_STORE", "off")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)).eval()
+    x = torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    small = config.profile("quick").replace(apgd_steps=3, apgd_restarts=1, apgd_targets=2, pgd_steps=3,
+                                            pgd_restarts=1, expensive_eval_subset=12)
+    r = report.evaluate_model(model, x, y, eps=0.05, profile=small, baseline=False, progress=False,
+                              name="tiny seeded model")
+    report.write_report(r, tmp_path)
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    v = Visit(browser, f"http://127.0.0.1:{httpd.server_address[1]}/", "report.html")
+    try:
+        v.page.wait_for_load_state("networkidle")
+        assert v.response is not None and v.response.ok
+        assert not v.page_errors and not v.console_errors, (v.page_errors, v.console_errors)
+        assert not v.local_failures, v.local_failures
+        assert not v.blocked, f"report.html: requests leaving the machine: {v.blocked}"
+        verdict = v.page.text_content("#verdict-text")
+        assert verdict and "not lowered by the attacks run" in verdict, verdict
+        plotted = v.page.evaluate("() => Array.from(document.images).map(i => i.naturalWidth)")
+        assert plotted and all(w > 0 for w in plotted), plotted
+    finally:
+        v.close()
+        httpd.shutdown()
+        httpd.server_close()
