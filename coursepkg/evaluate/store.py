@@ -74,11 +74,23 @@ def source_digest() -> str:
 def digest(*parts) -> str:
     """The SHA-256 (hex) of ``parts``; raises :class:`Uncacheable` for what it cannot read."""
     h = hashlib.sha256()
-    _feed(h, parts, set())
+    _feed(h, parts, set(), {})
     return h.hexdigest()
 
 
-def _feed(h, obj, seen: set) -> None:  # noqa: C901 -- one case per kind of ingredient
+def _shared(h, obj, seen: set, memo: dict, feed) -> None:
+    """Feed ``obj`` (a tensor, module or function) as the digest of its own encoding, computed
+    once per :func:`digest` call however often it is reached (the same images held by several
+    attacks, the same baseline wrapped twice)."""
+    marker = id(obj)
+    if marker not in memo:
+        inner = hashlib.sha256()
+        feed(inner, obj, seen | {marker}, memo)
+        memo[marker] = inner.digest()
+    h.update(memo[marker])
+
+
+def _feed(h, obj, seen: set, memo: dict) -> None:  # noqa: C901 -- one case per kind of ingredient
     """Write a typed, unambiguous encoding of ``obj`` into the hash ``h``."""
     def tag(name: str) -> None:
         h.update(b"\x00" + name.encode() + b"\x01")
@@ -89,10 +101,7 @@ def _feed(h, obj, seen: set) -> None:  # noqa: C901 -- one case per kind of ingr
         return
     if isinstance(obj, torch.Tensor):
         tag("tensor")
-        t = obj.detach()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
+        _shared(h, obj, seen, memo, _feed_tensor)
         return
     if isinstance(obj, (torch.dtype, torch.device)):
         tag("torch")
@@ -106,32 +115,32 @@ def _feed(h, obj, seen: set) -> None:  # noqa: C901 -- one case per kind of ingr
     if isinstance(obj, (list, tuple)):
         tag(type(obj).__name__)
         for item in obj:
-            _feed(h, item, seen)
+            _feed(h, item, seen, memo)
         return
     if isinstance(obj, (dict, types.MappingProxyType)):
         tag("dict")
         for key in sorted(obj, key=repr):
-            _feed(h, key, seen)
-            _feed(h, obj[key], seen)
+            _feed(h, key, seen, memo)
+            _feed(h, obj[key], seen, memo)
         return
     if isinstance(obj, (set, frozenset)):
         tag("set")
         for item in sorted(obj, key=repr):
-            _feed(h, item, seen)
+            _feed(h, item, seen, memo)
         return
     if isinstance(obj, nn.Module):
-        _feed_module(h, obj, seen)
+        _shared(h, obj, seen, memo, _feed_module)
         return
     if isinstance(obj, functools.partial):
         tag("partial")
-        _feed(h, (obj.func, obj.args, obj.keywords), seen)
+        _feed(h, (obj.func, obj.args, obj.keywords), seen, memo)
         return
     if isinstance(obj, types.FunctionType):
-        _feed_function(h, obj, seen)
+        _shared(h, obj, seen, memo, _feed_function)
         return
     if isinstance(obj, types.MethodType):
         tag("method")
-        _feed(h, (obj.__func__, obj.__self__), seen)
+        _feed(h, (obj.__func__, obj.__self__), seen, memo)
         return
     if isinstance(obj, (types.BuiltinFunctionType, type, types.ModuleType)):
         tag("named")
@@ -139,12 +148,12 @@ def _feed(h, obj, seen: set) -> None:  # noqa: C901 -- one case per kind of ingr
         return
     if isinstance(obj, torch.Generator):
         tag("generator")
-        _feed(h, obj.get_state(), seen)
+        _feed(h, obj.get_state(), seen, memo)
         return
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         tag("dataclass")
         h.update(type(obj).__qualname__.encode())
-        _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, seen)
+        _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, seen, memo)
         return
     if hasattr(obj, "dtype") and hasattr(obj, "tobytes"):  # a NumPy array or scalar
         tag("numpy")
@@ -154,7 +163,13 @@ def _feed(h, obj, seen: set) -> None:  # noqa: C901 -- one case per kind of ingr
     raise Uncacheable(f"cannot digest a {type(obj).__qualname__}")
 
 
-def _feed_module(h, module: nn.Module, seen: set) -> None:
+def _feed_tensor(h, obj: torch.Tensor, seen: set, memo: dict) -> None:
+    t = obj.detach()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def _feed_module(h, module: nn.Module, seen: set, memo: dict) -> None:
     """A module: every submodule's class, mode, hooks and plain attributes, then its state."""
     h.update(b"\x00module\x01")
     for name, sub in module.named_modules():
@@ -162,13 +177,13 @@ def _feed_module(h, module: nn.Module, seen: set) -> None:
             raise Uncacheable(f"module {name or type(sub).__name__} has hooks")
         h.update(f"{name}:{type(sub).__module__}.{type(sub).__qualname__}:{sub.training}".encode())
         own = {k: v for k, v in vars(sub).items() if k not in _MODULE_INTERNALS}
-        _feed(h, own, seen)
+        _feed(h, own, seen, memo)
     for name, value in module.state_dict(keep_vars=True).items():
         h.update(name.encode())
-        _feed(h, value, seen)
+        _feed(h, value, seen, memo)
 
 
-def _feed_function(h, fn: types.FunctionType, seen: set) -> None:
+def _feed_function(h, fn: types.FunctionType, seen: set, memo: dict) -> None:
     """A function: its code, defaults and closure, and the values of the globals it reads.
 
     A function of the installed package is named only (its code is in
@@ -180,12 +195,12 @@ def _feed_function(h, fn: types.FunctionType, seen: set) -> None:
     h.update(f"{fn.__module__}.{fn.__qualname__}".encode())
     if (fn.__module__ or "").split(".")[0] == "coursepkg":
         closure = [c.cell_contents for c in (fn.__closure__ or ())]
-        _feed(h, (fn.__defaults__, fn.__kwdefaults__, closure), seen)
+        _feed(h, (fn.__defaults__, fn.__kwdefaults__, closure), seen, memo)
         return
     _feed_code(h, fn.__code__)
     closure = [c.cell_contents for c in (fn.__closure__ or ())]
     read = {name: fn.__globals__[name] for name in _global_names(fn.__code__) if name in fn.__globals__}
-    _feed(h, (fn.__defaults__, fn.__kwdefaults__, closure, read), seen)
+    _feed(h, (fn.__defaults__, fn.__kwdefaults__, closure, read), seen, memo)
 
 
 def _feed_code(h, code: types.CodeType) -> None:
