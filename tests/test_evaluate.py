@@ -79,11 +79,27 @@ def test_robust_accuracy_is_the_per_example_worst_case(case):
 
 def test_robust_accuracy_takes_lists_partials_and_passes_only_accepted_options(case):
     model, x, y = case
-    no_eps = flip_where(lambda x: x[:, 0, 0, 1] > 0.5)  # takes no eps: must not receive it
-    result = ev.robust_accuracy(model, x, y, [functools.partial(fgsm, loss="cw"), no_eps, no_eps], eps=0.05)
-    assert list(result.per_attack) == ["fgsm(loss=cw)", "attack", "attack#2"]
+    no_eps = flip_where(lambda x: x[:, 0, 0, 1] > 0.5)  # an "attack" that takes no budget
+    result = ev.robust_accuracy(model, x, y, [functools.partial(fgsm, loss="cw", eps=0.05), no_eps,
+                                              no_eps])
+    assert list(result.per_attack) == ["fgsm(loss=cw, eps=0.05)", "attack", "attack#2"]
     single = ev.robust_accuracy(model, x, y, fgsm, eps=0.05)
     assert list(single.per_attack) == ["fgsm"]
+    # an option only some attacks take goes to those alone
+    both = ev.robust_accuracy(model, x, y, [fgsm, functools.partial(fgsm, eps=0.05)], loss="cw",
+                              eps=0.05)
+    assert len(both.per_attack) == 2
+
+
+def test_an_attack_that_ignores_the_budget_is_refused(case):
+    """Counting an attack's examples against an eps-robust accuracy when the attack never saw
+    eps (C&W's unbounded examples, say) would report a figure for another threat model."""
+    model, x, y = case
+    no_eps = flip_where(lambda x: x[:, 0, 0, 1] > 0.5)
+    with pytest.raises(TypeError, match="takes no eps"):
+        ev.robust_accuracy(model, x, y, [fgsm, no_eps], eps=0.05)
+    with pytest.raises(TypeError, match="no attack takes step"):
+        ev.robust_accuracy(model, x, y, fgsm, eps=0.05, step=3)  # a misspelt steps=
 
 
 def test_robust_accuracy_rejects_bad_arguments(case):

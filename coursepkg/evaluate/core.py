@@ -147,15 +147,48 @@ def _as_named_attacks(attacks) -> dict[str, Callable]:
     return named
 
 
-def _accepted_kwargs(attack: Callable, kwargs: dict) -> dict:
-    """The keyword arguments ``attack`` accepts (all of them when it takes ``**kwargs``)."""
+def _accepted_kwargs(attack: Callable, kwargs: dict, name: str = "attack") -> dict:
+    """The keyword arguments ``attack`` accepts (all of them when it takes ``**kwargs``).
+
+    A budget the attack does not take is an error, not a keyword to drop: an attack that
+    ignored ``eps`` would be counted against an ε-robust accuracy with examples of any size
+    (C&W's unbounded L2 examples, say), and a misspelt ``step=`` would change nothing
+    without a word.  Options an attack does not take (``loss=`` handed to every attack of a
+    set) are still passed only to those that take them.
+    """
     try:
         params = inspect.signature(attack).parameters
     except (TypeError, ValueError):
         return dict(kwargs)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
-    return {k: v for k, v in kwargs.items() if k in params}
+    accepted = {k: v for k, v in kwargs.items() if k in params}
+    refused = sorted(k for k in kwargs if k in BUDGETS and k not in params)
+    if refused:
+        raise TypeError(f"{name} takes no {', '.join(refused)}: its examples would not respect the "
+                        f"budget; bound it (e.g. functools.partial) or evaluate it on its own")
+    return accepted
+
+
+#: the keyword arguments that bound an attack: an attack must take every one it is given
+BUDGETS = frozenset({"eps", "norm"})
+
+
+def _check_keywords(named: dict[str, Callable], kwargs: dict) -> None:
+    """A keyword no attack takes is a mistake (``step=`` for ``steps=``): say so."""
+    taken: set[str] = set()
+    for attack in named.values():
+        try:
+            params = inspect.signature(attack).parameters
+        except (TypeError, ValueError):
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        taken |= set(params)
+    unknown = sorted(set(kwargs) - taken)
+    if unknown:
+        raise TypeError(f"no attack takes {', '.join(unknown)}; check the spelling "
+                        f"(attacks: {', '.join(named)})")
 
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *,
@@ -185,6 +218,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     batch_size = _common.check_positive_int(batch_size, "batch_size")
     named = _as_named_attacks(attacks)
+    _check_keywords(named, kwargs)
     if len(x) == 0:
         raise ValueError("x is empty: robust accuracy of no examples is undefined")
     y = y.to(x.device)
@@ -248,7 +282,7 @@ def _robust_accuracy(model, x, y, named, batch_size, progress, cascade, kwargs) 
     fooled_by: list[str | None] = [None] * len(x)
     bar = _progress(len(named) * ((len(x) + batch_size - 1) // batch_size), "robust accuracy", progress)
     for name, attack in named.items():
-        accepted = _accepted_kwargs(attack, kwargs)
+        accepted = _accepted_kwargs(attack, kwargs, name)
         survives = clean_correct.clone()
         for first in range(0, len(x), batch_size):
             idx = torch.arange(first, min(first + batch_size, len(x)), device=x.device)

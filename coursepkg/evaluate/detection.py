@@ -28,7 +28,7 @@ from torch import nn
 from ..attacks import _common
 from ..config import seeded
 from . import store
-from .core import _accepted_kwargs, _as_named_attacks, predictions
+from .core import _accepted_kwargs, _as_named_attacks, _check_keywords, predictions
 from .intervals import Interval
 
 
@@ -229,6 +229,7 @@ def evasion(detected: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks, *, b
     """
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     named = _as_named_attacks(attacks)
+    _check_keywords(named, kwargs)
     if len(x) == 0:
         raise ValueError("x is empty: attack success on no images is undefined")
     y = y.to(x.device)
@@ -287,7 +288,7 @@ def _evasion(detected, x, y, named, batch_size, kwargs) -> EvasionResult:
     fooled_by: list = [None] * len(x)
     per_attack = {}
     for name, attack in named.items():
-        accepted = _accepted_kwargs(attack, kwargs)
+        accepted = _accepted_kwargs(attack, kwargs, name)
         for first in range(0, len(x), batch_size):
             idx = torch.arange(first, min(first + batch_size, len(x)), device=x.device)
             idx = idx[attacked[idx] & ~evaded[idx]]

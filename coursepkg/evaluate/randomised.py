@@ -36,7 +36,7 @@ from ..attacks import _common
 from ..config import profile as get_profile
 from ..config import seeded
 from . import store
-from .core import _accepted_kwargs, _as_named_attacks, _model_device, _progress
+from .core import _accepted_kwargs, _as_named_attacks, _check_keywords, _model_device, _progress
 from .intervals import Interval
 
 RULES = ("majority", "worst", "single")
@@ -217,6 +217,7 @@ def randomised_robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     _common.check_inputs(x, y, eps=kwargs.get("eps"))
     batch_size = _common.check_positive_int(batch_size, "batch_size")
     named = _as_named_attacks(attacks)
+    _check_keywords(named, kwargs)
     if len(x) == 0:
         raise ValueError("x is empty: robust accuracy of no examples is undefined")
     k = _check_k(k)
@@ -279,7 +280,7 @@ def _randomised_robust_accuracy(model, x, y, named, k, cascade, batch_size, prog
     bar = _progress(len(named) * ((len(x) + batch_size - 1) // batch_size), "randomised robust accuracy",
                     progress)
     for name, attack in named.items():
-        accepted = _accepted_kwargs(attack, kwargs)
+        accepted = _accepted_kwargs(attack, kwargs, name)
         share = torch.zeros(len(x), device=x.device)
         first_draw = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         adv_all = x.detach().clone()
