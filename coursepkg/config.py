@@ -91,6 +91,7 @@ class Profile:
     kde_train_subset: int | None  #: training images whose features the kernel density holds (Feinman et al.: all; disjoint from the detector's)
     mc_samples: int  #: stochastic passes T of the Monte-Carlo dropout uncertainty (Feinman et al.: 50)
     detection_eval_subset: int  #: test images of chapter 6's ROC curves and adaptive attacks
+    detection_threshold_subset: int  #: held-out clean test images, after the evaluation images, that set every detector's threshold
     mc_attack_subset: int  #: test images of the adaptive attacks on the MC-dropout detectors (T passes a step)
     detection_cw_subset: int  #: test images of C&W's distortion through each joined detector (C&W 2017's second measure)
     # --- chapter 8: certified robustness ------------------------------------------------------
@@ -171,6 +172,7 @@ QUICK = Profile(
     kde_train_subset=2_000,
     mc_samples=6,
     detection_eval_subset=100,
+    detection_threshold_subset=1_000,
     mc_attack_subset=20,
     detection_cw_subset=10,
     # chapter 8
@@ -244,6 +246,7 @@ FULL = Profile(
     kde_train_subset=50_000,
     mc_samples=50,
     detection_eval_subset=1_000,
+    detection_threshold_subset=5_000,
     mc_attack_subset=500,
     detection_cw_subset=200,
     # chapter 8
