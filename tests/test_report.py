@@ -23,7 +23,7 @@ from coursepkg.report.core import TRANSFER_NAME, evaluate_model
 
 N = 40
 SMALL_OVERRIDES = ("apgd_steps=5,apgd_restarts=1,apgd_targets=2,pgd_steps=5,pgd_restarts=1,"
-                   "spsa_iters=5,spsa_samples=8,expensive_eval_subset=20,random_eval_draws=4,"
+                   "spsa_iters=3,spsa_samples=4,expensive_eval_subset=20,random_eval_draws=4,"
                    "eot_samples=2,eval_subset=40")
 SMALL = config.apply_overrides(config.profile("quick"), SMALL_OVERRIDES)
 
@@ -204,11 +204,13 @@ def test_random_model_is_judged_over_k_draws_through_eot():
         def forward(self, x):
             return self.model((x + 0.2 * torch.randn_like(x)).clamp(0, 1))
 
-    x = random_images(seed=3)
+    x = random_images(20, seed=3)
     y = labelled_by(tiny_model(3), x)
     r = evaluate_model(Noisy(), x, y, eps=0.05, profile=SMALL, random=True, baseline=False, progress=False)
-    assert r.randomised["k"] == SMALL.random_eval_draws
-    assert all(a.startswith("EOT ") or a == "SPSA" for a in r.attacks), r.attacks
+    assert r.randomised["k"] == SMALL.random_eval_draws and r.randomised["eot_samples"] == SMALL.eot_samples
+    assert r.attacks[:4] == ["EOT APGD-CE", "EOT APGD-DLR-T", "EOT PGD-CE", "EOT PGD-margin"], r.attacks
+    assert all(a.startswith(("EOT ", "one-draw ")) or a == "SPSA" for a in r.attacks), r.attacks
+    assert r.masked and r.flags["mean_cosine"] < 0.99  # two passes, two draws: the gradients disagree
     assert r.worst_case.value == r.randomised["attacked_worst"].value
     assert r.randomised["attacked_worst"].value <= r.randomised["attacked_majority"].value
     assert r.clean.value == r.randomised["clean_worst"].value <= r.randomised["clean_majority"].value

@@ -39,7 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="the budget profile: quick or full (default: the course's default)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     parser.add_argument("--name", help="the model's name in the report (default: MODEL)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-baseline", action="store_true",
                         help="train the course's undefended baseline if it is not cached (minutes on a CPU)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the comparison with the baseline")
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[dict, object]:
     start = time.perf_counter()
     report = core.evaluate_model(model, x, y, eps=eps, norm=args.norm, random=args.random, profile=p,
                                  progress=not args.no_progress, dataset=args.dataset, baseline=baseline,
-                                 name=args.name or args.model, seed=args.seed)
+                                 name=args.name or args.model)
     if args.data is None:
         report.budgets["eval_subset"] = p.eval_subset  # the course's evaluation images came from it
     report.versions["seconds"] = round(time.perf_counter() - start, 1)

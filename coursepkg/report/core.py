@@ -49,6 +49,7 @@ from ..adaptive import EOT, attack_via
 from ..attacks import _common, apgd, pgd, spsa, transfer_attack
 from ..config import Profile
 from ..config import profile as get_profile
+from ..config import seeded
 from ..evaluate import (Interval, accuracy_vs_eps, gradient_masking_flags, paired_test,
                         randomised_robust_accuracy, sanity_checks, strongest, strongest_attacks)
 from ..evaluate.core import _model_device
@@ -288,19 +289,98 @@ def _curve_eps(eps: float, norm: str) -> list[float]:
     return sorted(set(values))
 
 
+def _extra_attacks(base: nn.Module | None, masked: bool, norm: str, p: Profile) -> dict:
+    """The transfer attack from the baseline, added to the worst case when a masking flag fires."""
+    if not masked or base is None:
+        return {}
+    crafted = functools.partial(pgd, norm=norm, steps=p.pgd_steps, restarts=p.pgd_restarts)
+
+    def transfer(target, xb, yb, eps):  # crafted on the baseline, judged by the target
+        return transfer_attack(base, xb, yb, attack=crafted, eps=eps)
+
+    return {TRANSFER_NAME: transfer}
+
+
+def _worst_case(model, x, y, eps, norm, masked, extra, p, batch_size, progress) -> dict:
+    """Step 3 for a deterministic model: :func:`~coursepkg.evaluate.strongest` (+ SPSA, transfer)."""
+    result = strongest(model, x, y, eps=eps, norm=norm, extra=extra or None, spsa=masked and norm == "linf",
+                       profile=p, batch_size=batch_size, progress=progress)
+    return {"clean": result.clean_interval, "correct": result.correct.cpu(),
+            "fooled": Counter(a for a in result.fooled_by if a is not None),
+            "attacks": list(result.per_attack), "randomised": None}
+
+
+def _randomised_worst_case(model, x, y, eps, norm, masked, extra, p, batch_size, progress) -> dict:
+    """Step 3 for a random model, as chapter 5 runs it: the strongest attacks through
+    ``EOT(model, eot_samples)`` and on one draw, SPSA when a flag fires, every answer judged
+    over ``random_eval_draws`` draws (headline: the worst of k)."""
+    k, view = p.random_eval_draws, EOT(model, p.eot_samples)
+    attacks = {f"EOT {n}": attack_via(view, a) for n, a in strongest_attacks(norm=norm, profile=p).items()}
+    attacks.update({f"one-draw {n}": a for n, a in strongest_attacks(norm=norm, profile=p).items()})
+    if masked and norm == "linf":
+        attacks["SPSA"] = functools.partial(spsa, iters=p.spsa_iters, samples=p.spsa_samples)
+    attacks.update(extra)
+    rr = randomised_robust_accuracy(model, x, y, attacks, k=k, eps=eps, batch_size=batch_size,
+                                    progress=progress)
+    fooled, still = Counter(), rr.clean.correct("worst").cpu()
+    for name, judged in rr.per_attack.items():  # the cascade, read under the worst of k
+        now = still & judged.correct("worst").cpu()
+        if int((still & ~now).sum()):
+            fooled[name] = int((still & ~now).sum())
+        still = now
+    randomised = {"k": k, "eot_samples": p.eot_samples,
+                  "clean_worst": rr.clean.interval("worst"), "clean_majority": rr.clean.interval("majority"),
+                  "attacked_worst": rr.interval("worst"), "attacked_majority": rr.interval("majority")}
+    return {"clean": rr.clean.interval("worst"), "correct": rr.correct("worst").cpu(), "fooled": fooled,
+            "attacks": list(rr.per_attack), "randomised": randomised}
+
+
+def _curve(model, x, y, eps, norm, random, p, batch_size) -> dict:
+    """Step 4: APGD-CE at 0, eps/4, eps/2, eps and 2 eps (through EOT, worst of k, for a random model)."""
+    eps_values = _curve_eps(eps, norm)
+    apgd_ce = functools.partial(apgd, loss="ce", norm=norm, steps=p.apgd_steps, restarts=p.apgd_restarts)
+    if not random:
+        curve = accuracy_vs_eps(model, x, y, apgd_ce, eps_values, batch_size=batch_size).as_dict()
+        return {**curve, "attack": "APGD-CE"}
+    k, view = p.random_eval_draws, EOT(model, p.eot_samples)
+    accs = [randomised_robust_accuracy(model, x, y, attack_via(view, apgd_ce, eps=e), k=k,
+                                       batch_size=batch_size).robust("worst") for e in eps_values]
+    return {"attack": f"EOT APGD-CE, worst of {k}", "eps": eps_values, "accuracy": accs}
+
+
+def _checklist(model, x, y, eps, random, masked, base, p, batch_size) -> list[dict]:
+    """Step 5: :func:`~coursepkg.evaluate.sanity_checks` (on the EOT view of a random model)."""
+    target = EOT(model, p.eot_samples) if random else model
+    report = sanity_checks(target, x, y, eps=eps, steps=p.pgd_steps, transfer_from=base,
+                           gradient_free=masked, batch_size=batch_size)
+    return [{"name": c.name, "passed": bool(c.passed), "detail": c.detail,
+             "meaning": CHECK_MEANINGS.get(c.name, "")} for c in report.checks]
+
+
+def _baseline_comparison(base, x, y, eps, norm, correct, p, batch_size) -> dict:
+    """Step 6: the baseline under the strongest evaluation, and the paired test on the same images."""
+    theirs = strongest(base, x, y, eps=eps, norm=norm, profile=p, batch_size=batch_size)
+    paired = {"name": BASELINE_NAME, "clean": theirs.clean_interval, "worst_case": theirs.robust_interval,
+              **_paired(correct, theirs.correct)}
+    paired["above"] = paired["p_greater"] < ALPHA
+    return paired
+
+
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                    random: bool = False, profile: str | Profile | None = None, progress: bool = True,
                    dataset: str | None = None, baseline: nn.Module | bool | None = None,
-                   name: str = "model", seed: int = 0, batch_size: int = 500) -> ModelReport:
-    """Evaluate ``model`` on images ``x`` (in [0, 1]) and labels ``y`` at budget ``eps``: one :class:`~coursepkg.report.ModelReport`.
+                   name: str = "model", batch_size: int = 500) -> ModelReport:
+    """Evaluate ``model`` on images ``x`` in [0, 1], labels ``y``, at budget ``eps``: a :class:`~coursepkg.report.ModelReport`.
 
     Runs, in order, the steps of the module's docstring with the budgets of ``profile``.
     ``dataset`` (a course dataset name) checks the images' shape and enables the baseline:
     ``baseline=None`` uses the zoo's ``standard`` model of that dataset when it is cached,
     ``True`` trains it when it is not, ``False`` skips the comparison, and a module is used
     as the baseline itself.  ``random=True`` judges every answer over k draws and attacks
-    through EOT.  Every step draws from torch's generators seeded with ``seed`` just before
-    it, so two runs on the same model and images give the same per-image answers.
+    through EOT.  The course's evaluations draw their randomness from seed 0
+    (:func:`~coursepkg.evaluate.robust_accuracy`), and the rest of the report runs inside
+    ``coursepkg.config.seeded(0)``, so two runs on the same model and images give the same
+    per-image answers and the caller's random stream is left as it was.
     Bad input (a model that does not return one logit row per image, images outside [0, 1]
     or not N x C x H x W, labels out of range, eps out of range) is a one-line ``ValueError``.
     """
@@ -319,142 +399,71 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     batch_size = _common.check_positive_int(batch_size, "batch_size")
     dev = _model_device(model, x.device)
     x, y = x.to(dev), y.to(dev)
+    if isinstance(baseline, nn.Module):
+        base = baseline
+        check_model_and_data(base, x, y)
+    else:
+        base = None if baseline is False else course_baseline(dataset, p, train=baseline is True, device=dev)
+    with seeded(0):
+        return _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, name, batch_size,
+                         classes, dev)
+
+
+def _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, name, batch_size, classes,
+              dev) -> ModelReport:
+    """The steps of :func:`~coursepkg.report.evaluate_model`, its arguments checked."""
     notes: list[str] = []
     if not random and _changes_between_passes(model, x):
         notes.append("The model's predictions change between two passes on the same images: it is random "
                      "at test time, so evaluate it with random=True (--random) to judge it over k draws.")
-
-    if isinstance(baseline, nn.Module):
-        base = baseline
-    elif baseline is False:
-        base = None
-    else:
-        base = course_baseline(dataset, p, train=baseline is True, device=dev)
-    if base is not None:
-        check_model_and_data(base, x, y)
-
-    steps = 5 + (base is not None)
-    bar = _stage("report", steps, progress)
+    bar = _stage("report", 5 + (base is not None), progress)
 
     def advance(what: str):
         if bar is not None:
             bar.set_postfix_str(what)
             bar.update(1)
 
-    # 1. clean accuracy, 2. the masking flags
-    torch.manual_seed(seed)
-    flags = gradient_masking_flags(model, x, y)
+    flags = gradient_masking_flags(model, x, y)  # 1-2: clean accuracy comes with step 3
     masked = bool(flags["masked"])
     advance("masking flags")
-
-    # 3. the strongest evaluation (SPSA and transfer when a flag fires)
-    extra = {}
-    if masked and base is not None:
-        crafted = functools.partial(pgd, norm=norm, steps=p.pgd_steps, restarts=p.pgd_restarts)
-
-        def transfer(target, xb, yb, eps=eps):  # crafted on the baseline, judged by the target
-            return transfer_attack(base, xb, yb, attack=crafted, eps=eps)
-
-        extra[TRANSFER_NAME] = transfer
-    if masked and norm == "linf" and random:
-        extra["SPSA"] = functools.partial(spsa, iters=p.spsa_iters, samples=p.spsa_samples)
-    randomised = None
-    if not random:
-        torch.manual_seed(seed)
-        result = strongest(model, x, y, eps=eps, norm=norm, extra=extra or None,
-                           spsa=masked and norm == "linf", profile=p, batch_size=batch_size,
-                           progress=progress)
-        clean = result.clean_interval
-        correct = result.correct.cpu()
-        fooled = Counter(name_ for name_ in result.fooled_by if name_ is not None)
-        attack_names = list(result.per_attack)
-    else:
-        k = p.random_eval_draws
-        view = EOT(model, p.eot_samples)
-        attacks = {f"EOT {n}": attack_via(view, a) for n, a in
-                   strongest_attacks(norm=norm, profile=p).items()}
-        attacks.update(extra)
-        torch.manual_seed(seed)
-        rr = randomised_robust_accuracy(model, x, y, attacks, k=k, eps=eps, batch_size=batch_size,
-                                        progress=progress)
-        clean = rr.clean.interval("worst")
-        correct = rr.correct("worst").cpu()
-        fooled, still = Counter(), rr.clean.correct("worst").cpu()
-        for attack_name_, judged in rr.per_attack.items():
-            now = still & judged.correct("worst").cpu()
-            if int((still & ~now).sum()):
-                fooled[attack_name_] = int((still & ~now).sum())
-            still = now
-        attack_names = list(rr.per_attack)
-        randomised = {"k": k, "eot_samples": p.eot_samples,
-                      "clean_worst": rr.clean.interval("worst"),
-                      "clean_majority": rr.clean.interval("majority"),
-                      "attacked_worst": rr.interval("worst"),
-                      "attacked_majority": rr.interval("majority")}
-    worst_case = Interval.of(int(correct.sum()), len(correct))
+    extra = _extra_attacks(base, masked, norm, p)
+    step = _randomised_worst_case if random else _worst_case
+    worst = step(model, x, y, eps, norm, masked, extra, p, batch_size, progress)
+    worst_case = Interval.of(int(worst["correct"].sum()), len(x))
     advance("strongest evaluation")
-
-    # 4. accuracy against eps (APGD-CE, through EOT for a random model)
-    eps_values = _curve_eps(eps, norm)
-    apgd_ce = functools.partial(apgd, loss="ce", norm=norm, steps=p.apgd_steps, restarts=p.apgd_restarts)
-    torch.manual_seed(seed)
-    if not random:
-        curve = accuracy_vs_eps(model, x, y, apgd_ce, eps_values, batch_size=batch_size).as_dict()
-        curve["attack"] = "APGD-CE"
-    else:
-        accs = []
-        for e in eps_values:
-            torch.manual_seed(seed)
-            accs.append(randomised_robust_accuracy(model, x, y, attack_via(view, apgd_ce, eps=e), k=k,
-                                                   batch_size=batch_size).robust("worst"))
-        curve = {"attack": f"EOT APGD-CE, worst of {k}", "eps": eps_values, "accuracy": accs}
+    curve = _curve(model, x, y, eps, norm, random, p, batch_size)
     advance("accuracy against eps")
-
-    # 5. the checklist (L∞), on the first expensive_eval_subset images
     m = min(len(x), p.expensive_eval_subset)
     checks = []
     if norm == "linf":
-        target = EOT(model, p.eot_samples) if random else model
-        torch.manual_seed(seed)
-        report = sanity_checks(target, x[:m], y[:m], eps=eps, steps=p.pgd_steps, transfer_from=base,
-                               gradient_free=masked, batch_size=batch_size)
-        checks = [{"name": c.name, "passed": bool(c.passed), "detail": c.detail,
-                   "meaning": CHECK_MEANINGS.get(c.name, "")} for c in report.checks]
+        checks = _checklist(model, x[:m], y[:m], eps, random, masked, base, p, batch_size)
         if random:
             notes.append(f"The checklist ran on EOT(model, {p.eot_samples}), the average of "
                          f"{p.eot_samples} draws that the adaptive attacks see.")
     else:
         notes.append("The checklist is written for L∞ and was not run for norm='l2'.")
     advance("checklist")
-
-    # 6. the baseline, on the same images
     paired = None
     if base is not None:
-        torch.manual_seed(seed)
-        theirs = strongest(base, x, y, eps=eps, norm=norm, profile=p, batch_size=batch_size)
-        paired = {"name": BASELINE_NAME, "clean": theirs.clean_interval,
-                  "worst_case": theirs.robust_interval, **_paired(correct, theirs.correct)}
-        paired["above"] = paired["p_greater"] < ALPHA
+        paired = _baseline_comparison(base, x, y, eps, norm, worst["correct"], p, batch_size)
         advance("baseline")
-
-    added = (["SPSA"] if masked and norm == "linf" else []) + ([TRANSFER_NAME] if TRANSFER_NAME in extra else [])
-    verdict, findings = _verdict(worst_case, clean, eps, norm, len(x), masked, flags, added, checks,
-                                 paired, randomised)
+    added = (["SPSA"] if masked and norm == "linf" else []) + ([TRANSFER_NAME] if extra else [])
+    verdict, findings = _verdict(worst_case, worst["clean"], eps, norm, len(x), masked, flags, added, checks,
+                                 paired, worst["randomised"])
     advance("verdict")
+    if bar is not None:
+        bar.close()
     budgets = {"profile": p.name, **{f: getattr(p, f) for f in BUDGET_FIELDS}}
     if random:
         budgets.update({f: getattr(p, f) for f in RANDOM_BUDGET_FIELDS})
-    versions = {"coursepkg": __version__, "torch": torch.__version__,
-                "python": platform.python_version(), "device": str(dev), "seed": seed,
-                "platform": sys.platform, "classes": classes}
-    if bar is not None:
-        bar.close()
+    versions = {"coursepkg": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                "device": str(dev), "seed": 0, "platform": sys.platform, "classes": classes}
     return ModelReport(name=name, dataset=dataset, eps=eps, norm=norm, n=len(x), random=random,
-                       clean=clean, worst_case=worst_case, fooled_by=dict(fooled), attacks=attack_names,
-                       curve=curve, checks=checks, checklist_n=m if checks else 0, flags=dict(flags),
-                       masked=masked, baseline=paired, randomised=randomised, verdict=verdict,
-                       findings=findings, budgets=budgets, versions=versions, notes=notes,
-                       correct=correct)
+                       clean=worst["clean"], worst_case=worst_case, fooled_by=dict(worst["fooled"]),
+                       attacks=worst["attacks"], curve=curve, checks=checks, checklist_n=m if checks else 0,
+                       flags=dict(flags), masked=masked, baseline=paired, randomised=worst["randomised"],
+                       verdict=verdict, findings=findings, budgets=budgets, versions=versions, notes=notes,
+                       correct=worst["correct"])
 
 
 def _images(k: int) -> str:
@@ -489,7 +498,8 @@ def _verdict(worst_case: Interval, clean: Interval, eps: float, norm: str, n: in
         findings.append(
             f"Against the course's undefended baseline on the same images ({paired['worst_case']} under "
             f"the strongest evaluation): the model keeps {_images(paired['model_only'])} the baseline loses "
-            f"and loses {_images(paired['baseline_only'])} it keeps; sign test one-sided p = {paired['p_greater']:.3g} "
+            f"and loses {_images(paired['baseline_only'])} it keeps; "
+            f"sign test one-sided p = {paired['p_greater']:.3g} "
             f"(two-sided {paired['p_two_sided']:.3g}): {word}.")
     head = f"Accuracy {worst_case} under the attacks run at {ball}: not lowered by the attacks run"
     if paired is not None:

@@ -105,7 +105,8 @@ def _sections(report) -> list[tuple[str, list[tuple[str, list]], list[str]]]:
     budgets = [["budget (Profile field)", "value"]] + [[k, str(v)] for k, v in report.budgets.items()]
     versions = [["", "version"]] + [[k, str(v)] for k, v in report.versions.items()]
     sections.append(("How to reproduce it", [("Budgets", budgets), ("Software", versions)],
-                     ["Every step draws from torch's generators seeded with the seed above."]))
+                     ["The course's evaluations draw their randomness from seed 0, so a rerun with the "
+                      "same budgets, model and images gives the same per-image answers."]))
     return sections
 
 
