@@ -184,6 +184,9 @@ class Defence:
     #: reads the chapter's own results (``eval_subset`` for chapter 2, ...); empty: the
     #: table's own ``table_eval_subset`` (``table_slow_subset`` for a slow defence)
     images: str = ""
+    #: its answers are random at test time (a random model, TV minimisation's random mask,
+    #: a Monte-Carlo dropout detector): judged over k draws wherever it is judged
+    random: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -472,7 +475,7 @@ def _registry() -> tuple[Defence, ...]:
                claim=_claim_transfer, attacks=_chapter3_attacks, classifier="standard")
     cheap = "cheaper: APGD-CE through the chapter's view stands in for strongest"
     ch5 = dict(chapter=5, kind="randomised", claim_name="one-draw PGD", claim=_claim_one_draw,
-               attacks=functools.partial(_chapter5_attacks, full=False), slow=True,
+               attacks=functools.partial(_chapter5_attacks, full=False), slow=True, random=True,
                strongest_via=_apgd_via_view, note=cheap, classifier="standard")
     # as chapter 3 composes its figure: its own attacks and the strongest through the view
     ch3_slow = {**ch3, "attacks": functools.partial(_chapter3_attacks, full=False),
@@ -494,7 +497,7 @@ def _registry() -> tuple[Defence, ...]:
         Defence("JPEG", build=_purifier(_jpeg), **ch3_slow),
         Defence("bit depth (2 bits)", build=_purifier(_bits(2)), checklist=True, **ch3),
         Defence("bit depth (1 bit)", build=_purifier(_bits(1)), checklist=True, **ch3),
-        Defence("TV minimisation", build=_purifier(_tv), **ch3_slow),
+        Defence("TV minimisation", build=_purifier(_tv), random=True, **ch3_slow),
         Defence("PixelDefend", build=_purifier(_pixeldefend), **ch3_slow),
         Defence("contractive penalty", build=_zoo_model("contractive"), network="contractive",
                 **ch4),
@@ -511,9 +514,9 @@ def _registry() -> tuple[Defence, ...]:
         Defence("kernel density", build=_joined("kernel density"),
                 classifier="standard, dropout", **ch6),
         Defence("Bayesian uncertainty", build=_joined("Bayesian uncertainty"), slow=True,
-                classifier="standard, dropout", **ch6),
+                random=True, classifier="standard, dropout", **ch6),
         Defence("density + uncertainty (LR)", build=_joined("density + uncertainty (LR)"),
-                slow=True, classifier="standard, dropout", **ch6),
+                slow=True, random=True, classifier="standard, dropout", **ch6),
     )
 
 

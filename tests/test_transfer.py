@@ -161,3 +161,31 @@ def test_heatmap_draws_one_cell_per_pair():
         plots.transfer_heatmap(m, marked={("z", "a")})
     with pytest.raises(TypeError, match="TransferMatrix"):
         plots.transfer_heatmap(m.rates)
+
+
+class Flicker(nn.Module):
+    """A random target: answers class 0, or with probability ``q`` (fresh each call) class 1."""
+
+    def __init__(self, q: float):
+        super().__init__()
+        self.q = q
+
+    def forward(self, x):
+        wrong = (torch.rand(len(x)) < self.q).long()
+        return nn.functional.one_hot(wrong, INFO.num_classes).float()
+
+
+def test_a_random_target_is_judged_over_k_draws():
+    """Majority of k draws clean, worst of k on the examples: a target wrong on a fifth of its
+    draws is fooled on about 1 - 0.8^9 = 87% of images over nine draws, not 20%."""
+    x, _ = images(60)
+    y = torch.zeros(len(x), dtype=torch.long)
+    sources, targets = {"s": seeded_model(0)}, {"flicker": Flicker(0.2)}
+    torch.manual_seed(0)
+    one = transfer_matrix(sources, targets, x, y, eps=0.1, attack=FGSM)
+    torch.manual_seed(0)
+    nine = transfer_matrix(sources, targets, x, y, eps=0.1, attack=FGSM, draws={"flicker": 9})
+    assert int(nine.trials[0]) >= 55  # the majority of nine draws is right on almost every image
+    assert float(one.rates[0, 0]) < 0.4 < 0.7 < float(nine.rates[0, 0])
+    with pytest.raises(ValueError, match="not given"):
+        transfer_matrix(sources, targets, x, y, eps=0.1, attack=FGSM, draws={"other": 3})

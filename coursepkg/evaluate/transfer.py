@@ -13,7 +13,11 @@ of a cell is the share of the images the target classifies correctly *clean* who
 adversarial example (crafted on the source) it then misclassifies -- the success rate of
 Papernot et al. (2016).  A target that answers an extra "adversarial" class (a detector
 joined to its classifier, :class:`~coursepkg.defences.detection.Detected`) is fooled only
-by a wrong *class*: being flagged is not a success.  A random target is judged by one draw.
+by a wrong *class*: being flagged is not a success.  A random target named in ``draws`` is
+judged over k draws of its randomness, as chapter 5 judges random models: it counts an image
+as correct clean by the majority of the k draws, and as fooled when *any* of k draws of it
+answers a wrong class on the example (the worst of k: an attacker may submit the same input
+again).  A random target left out of ``draws`` is judged by one draw.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def _craft(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
                     x: torch.Tensor, y: torch.Tensor, *, eps: float, attack: Callable | None = None,
                     num_classes: int | None = None, profile: str | Profile | None = None,
-                    batch_size: int = 500) -> TransferMatrix:
+                    batch_size: int = 500, draws: Mapping[str, int] | None = None) -> TransferMatrix:
     """Success rate of examples crafted on every source against every target.
 
     ``attack(model, x, y, eps=...)`` crafts the examples on each source (default: the
@@ -97,6 +101,8 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
     classifies all sources' examples in one batched pass.  ``num_classes`` is the number of
     real classes (default: the width of the first source's output); a target's prediction
     at or beyond it (a detector's "adversarial" class) does not count as fooled.
+    ``draws`` maps the name of a random target to the number k of draws that judge it
+    (majority of k clean, worst of k on the examples).
     """
     eps = _common.check_eps(eps)
     _common.check_inputs(x, y, eps=eps)
@@ -120,10 +126,18 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
     successes = torch.zeros(len(names), len(targets), dtype=torch.long)
     trials = torch.zeros(len(targets), dtype=torch.long)
     labels = y.repeat(len(names)).view(len(names), len(x)).cpu()
-    for j, target in enumerate(targets.values()):
-        ok = (predictions(target, x, batch_size=batch_size).cpu() == y.cpu())
-        pred = predictions(target, crafted, batch_size=batch_size).cpu().view(len(names), len(x))
-        fooled = (pred != labels) & (pred < num_classes)
+    draws = dict(draws or {})
+    unknown = sorted(set(draws) - set(targets))
+    if unknown:
+        raise ValueError(f"draws names targets that are not given: {unknown}")
+    for j, (name, target) in enumerate(targets.items()):
+        k = _common.check_positive_int(draws.get(name, 1), f"draws[{name!r}]")
+        clean = torch.stack([predictions(target, x, batch_size=batch_size).cpu() for _ in range(k)])
+        ok = (clean == y.cpu()[None, :]).sum(0) * 2 > k  # the majority of k draws (k = 1: the draw)
+        fooled = torch.zeros(len(names), len(x), dtype=torch.bool)
+        for _ in range(k):  # fooled by any draw: the worst of k
+            pred = predictions(target, crafted, batch_size=batch_size).cpu().view(len(names), len(x))
+            fooled |= (pred != labels) & (pred < num_classes)
         successes[:, j] = (fooled & ok[None, :]).sum(1)
         trials[j] = int(ok.sum())
     return TransferMatrix(names, list(targets), successes, trials, len(x))
