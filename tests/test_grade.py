@@ -241,3 +241,22 @@ def test_fgsm_in_mini_batches_passes_through_the_grader(tmp_path):
         "def one_batch(model, x, y, eps):")
     g = one(student_notebook(tmp_path, "01_threat_models", batched))
     assert g.status == "pass", g
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(zoo.cached(r) for r in ("standard", "distillation_student")),
+                    reason="the zoo's baseline and distilled network are not cached (build "
+                           "the book first)")
+def test_a_transfer_rate_from_another_seed_in_mini_batches_passes_through_the_grader(tmp_path):
+    solution = book_solution("07_why_defending_is_hard").replace(
+        "    x_adv = attacks.pgd(source, x, y, eps=eps)\n",
+        "    torch.manual_seed(6)\n"
+        "    x_adv = torch.cat([attacks.pgd(source, xb, yb, eps=eps)\n"
+        "                       for xb, yb in zip(x.split(32), y.split(32))])\n")
+    assert "split(32)" in solution
+    solution = "import torch\n" + solution
+    g = one(student_notebook(tmp_path, "07_why_defending_is_hard", solution))
+    assert g.status == "pass", g
+    wrong = solution.replace("/ right.sum()", "/ len(x)")  # every image counted: close, wrong
+    g = one(student_notebook(tmp_path, "07_why_defending_is_hard", wrong, name="wrong.ipynb"))
+    assert g.status == "not yet" and "count only" in g.message, g
