@@ -161,7 +161,7 @@ QUICK = Profile(
     gradreg_jsma_subset=50,
     # chapter 5
     random_eval_draws=16,
-    random_eval_subset=60,
+    random_eval_subset=100,
     eot_max_samples=16,
     eot_sweep_subset=30,
     random_spsa_subset=5,
