@@ -70,7 +70,8 @@ def check_transfer_success(transfer_success) -> CheckResult:
     calls it with the zoo's baseline as source and the distilled network as target, on
     200 test images at the course's eps, after ``torch.manual_seed(0)``, and compares it
     with the mean rate of two reference runs (``coursepkg.attacks.pgd`` at its defaults,
-    seeds 0 and 1).  The tolerance is :func:`rate_tolerance`: ``RATE_Z`` standard
+    seeds 0 and 1).  The tolerance is
+    :func:`~coursepkg.exercises.why_defending_is_hard.rate_tolerance`: ``RATE_Z`` standard
     deviations of the spread PGD's random start causes, estimated from the images the two
     reference runs disagree on -- so a correct function passes with any seed, in
     mini-batches, or on another device, while a wrong denominator or a weaker attack fails.
