@@ -123,6 +123,7 @@ def test_report_agrees_with_strongest_image_by_image():
     assert not r.masked, r.flags
     assert torch.equal(r.correct, direct.correct.cpu()), "the report's per-image worst case differs"
     assert r.worst_case == direct.robust_interval
+    assert r.budgets["apgd_steps"] == SMALL.apgd_steps and r.budgets["pgd_steps"] == SMALL.pgd_steps
     assert r.clean.value == pytest.approx(direct.clean_accuracy)
     broken = {a: sum(1 for f in direct.fooled_by if f == a) for a in direct.per_attack}
     assert r.fooled_by == {a: k for a, k in broken.items() if k}
@@ -180,6 +181,24 @@ def test_label_only_model_is_flagged_and_broken_by_transfer():
     assert r.fooled_by.get(TRANSFER_NAME, 0) > N // 2, r.fooled_by
     assert r.worst_case.value < 0.5 and r.clean.value == 1.0
     assert "gradients look masked" in r.verdict or r.failed_checks
+
+
+@pytest.mark.slow
+def test_the_defences_own_attacks_join_the_worst_case():
+    from coursepkg.adaptive import attack_via
+    from coursepkg.attacks import pgd
+
+    base = tiny_model(5)
+    x = random_images(20, seed=5)
+    y = labelled_by(base, x)
+    bpda = {"BPDA (through the classifier)": attack_via(base, pgd, steps=5)}
+    r = evaluate_model(LabelOnly(base), x, y, eps=0.1, profile=SMALL, baseline=False, extra=bpda,
+                       checklist_n=8, progress=False)
+    assert r.attacks[-1] == "BPDA (through the classifier)" and TRANSFER_NAME not in r.attacks
+    assert r.fooled_by.get("BPDA (through the classifier)", 0) > 0, r.fooled_by
+    assert r.checklist_n == 8
+    _one_line_error(lambda: evaluate_model(base, x, y, eps=0.1, extra={"SPSA": pgd}, progress=False),
+                    "the report's own")
 
 
 @pytest.mark.slow

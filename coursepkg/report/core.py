@@ -11,6 +11,7 @@ and keeps the per-image answers, so the figures it prints can be checked afterwa
    section 4.3).  When a flag fires, SPSA (Uesato et al. 2018) and a **transfer attack**
    crafted on the course's undefended baseline (Papernot et al. 2016) join the worst case,
    because an attack that needs the model's gradient is blind when that gradient is masked;
+   the defence's own adaptive attacks (``extra``: BPDA, an attack through a detector) join last;
 4. **accuracy against ε**: APGD-CE at a few multiples of ε (a larger budget must never help);
 5. the **checklist** :func:`~coursepkg.evaluate.sanity_checks` (Athalye et al. 2018,
    section 3.1; Carlini et al. 2019, section 5), every check with one sentence on what its
@@ -40,6 +41,7 @@ import platform
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -349,7 +351,7 @@ def _curve(model, x, y, eps, norm, random, p, batch_size) -> dict:
 
 
 def _checklist(model, x, y, eps, random, masked, base, p, batch_size) -> list[dict]:
-    """Step 5: :func:`~coursepkg.evaluate.sanity_checks` (on the EOT view of a random model)."""
+    """Step 5: :func:`~coursepkg.evaluate.sanity_checks` on ``x`` (the EOT view of a random model)."""
     target = EOT(model, p.eot_samples) if random else model
     report = sanity_checks(target, x, y, eps=eps, steps=p.pgd_steps, transfer_from=base,
                            gradient_free=masked, batch_size=batch_size)
@@ -369,6 +371,7 @@ def _baseline_comparison(base, x, y, eps, norm, correct, p, batch_size) -> dict:
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                    random: bool = False, profile: str | Profile | None = None, progress: bool = True,
                    dataset: str | None = None, baseline: nn.Module | bool | None = None,
+                   extra: Mapping[str, Callable] | None = None, checklist_n: int | None = None,
                    name: str = "model", batch_size: int = 500) -> ModelReport:
     """Evaluate ``model`` on images ``x`` in [0, 1], labels ``y``, at budget ``eps``: a :class:`~coursepkg.report.ModelReport`.
 
@@ -377,7 +380,10 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     ``baseline=None`` uses the zoo's ``standard`` model of that dataset when it is cached,
     ``True`` trains it when it is not, ``False`` skips the comparison, and a module is used
     as the baseline itself.  ``random=True`` judges every answer over k draws and attacks
-    through EOT.  The course's evaluations draw their randomness from seed 0
+    through EOT.  ``extra`` (a dict ``name -> attack``, e.g. ``{"BPDA": attack_via(view, pgd)}``)
+    adds the defence's own adaptive attacks to the worst case, after the course's, as
+    ``strongest(..., extra=...)`` does.  The checklist runs on the first ``checklist_n``
+    images (default: the profile's ``expensive_eval_subset``).  The course's evaluations draw their randomness from seed 0
     (:func:`~coursepkg.evaluate.robust_accuracy`), and the rest of the report runs inside
     ``coursepkg.config.seeded(0)``, so two runs on the same model and images give the same
     per-image answers and the caller's random stream is left as it was.
@@ -399,18 +405,24 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     batch_size = _common.check_positive_int(batch_size, "batch_size")
     dev = _model_device(model, x.device)
     x, y = x.to(dev), y.to(dev)
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError("extra must be a dict name -> attack (or None)")
+    reserved = set(extra or {}) & {TRANSFER_NAME, "SPSA"}
+    if reserved:
+        raise ValueError(f"extra attack name(s) {sorted(reserved)} are the report's own; rename them")
+    m = p.expensive_eval_subset if checklist_n is None else _common.check_positive_int(checklist_n, "checklist_n")
     if isinstance(baseline, nn.Module):
         base = baseline
         check_model_and_data(base, x, y)
     else:
         base = None if baseline is False else course_baseline(dataset, p, train=baseline is True, device=dev)
     with seeded(0):
-        return _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, name, batch_size,
-                         classes, dev)
+        return _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, dict(extra or {}),
+                         min(len(x), m), name, batch_size, classes, dev)
 
 
-def _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, name, batch_size, classes,
-              dev) -> ModelReport:
+def _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, own, m, name, batch_size,
+              classes, dev) -> ModelReport:
     """The steps of :func:`~coursepkg.report.evaluate_model`, its arguments checked."""
     notes: list[str] = []
     if not random and _changes_between_passes(model, x):
@@ -427,13 +439,13 @@ def _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, name, 
     masked = bool(flags["masked"])
     advance("masking flags")
     extra = _extra_attacks(base, masked, norm, p)
+    extra.update(own)
     step = _randomised_worst_case if random else _worst_case
     worst = step(model, x, y, eps, norm, masked, extra, p, batch_size, progress)
     worst_case = Interval.of(int(worst["correct"].sum()), len(x))
     advance("strongest evaluation")
     curve = _curve(model, x, y, eps, norm, random, p, batch_size)
     advance("accuracy against eps")
-    m = min(len(x), p.expensive_eval_subset)
     checks = []
     if norm == "linf":
         checks = _checklist(model, x[:m], y[:m], eps, random, masked, base, p, batch_size)
@@ -447,7 +459,7 @@ def _evaluate(model, x, y, eps, norm, random, p, progress, dataset, base, name, 
     if base is not None:
         paired = _baseline_comparison(base, x, y, eps, norm, worst["correct"], p, batch_size)
         advance("baseline")
-    added = (["SPSA"] if masked and norm == "linf" else []) + ([TRANSFER_NAME] if extra else [])
+    added = (["SPSA"] if masked and norm == "linf" else []) + ([TRANSFER_NAME] if TRANSFER_NAME in extra else [])
     verdict, findings = _verdict(worst_case, worst["clean"], eps, norm, len(x), masked, flags, added, checks,
                                  paired, worst["randomised"])
     advance("verdict")
