@@ -235,6 +235,29 @@ def test_random_model_is_judged_over_k_draws_through_eot():
     assert r.clean.value == r.randomised["clean_worst"].value <= r.randomised["clean_majority"].value
 
 
+@pytest.mark.slow
+def test_l2_report_skips_the_linf_checklist_and_says_so():
+    model = tiny_model(6)
+    x = random_images(20, seed=6)
+    r = evaluate_model(model, x, labelled_by(model, x), eps=1.5, norm="l2", profile=SMALL, baseline=False,
+                       progress=False)
+    assert r.checks == [] and any("not run for norm='l2'" in note for note in r.notes)
+    assert "SPSA" not in r.attacks and r.curve["eps"][-1] == 3.0 and "L2 ε = 1.5" in r.verdict
+
+
+def test_course_images_are_the_chapters_evaluation_images():
+    from coursepkg.data import DatasetNotFoundError, load_dataset, subset
+
+    try:
+        x, y = report.course_images("fashion-mnist", 5, profile=SMALL)
+    except DatasetNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+    xs, ys = subset(*load_dataset("fashion-mnist", "test"), SMALL.eval_subset)
+    assert torch.equal(x, xs[:5]) and torch.equal(y, ys[:5])
+    more, _ = report.course_images("fashion-mnist", SMALL.eval_subset + 3, profile=SMALL)
+    assert len(more) == SMALL.eval_subset + 3 and torch.equal(more[:SMALL.eval_subset], xs)
+
+
 # --------------------------------------------------------------------------------------
 # Bad input: one line that says what to do
 # --------------------------------------------------------------------------------------
