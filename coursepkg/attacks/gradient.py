@@ -112,7 +112,7 @@ def _pgd_once(model, x, y, *, eps, norm, steps, step_size, random_start, loss, t
         (grad,) = torch.autograd.grad(objective, x_adv)
         with torch.no_grad():
             if norm == "linf":
-                x_adv.add_(grad.sign_(), alpha=step_size).clamp_(min=lower, max=upper)
+                x_adv.add_(grad.sign(), alpha=step_size).clamp_(min=lower, max=upper)
             else:
                 grad_norm = expand_as_batch(per_example_norm(grad).clamp_min_(1e-12), grad)
                 x_adv.addcdiv_(grad, grad_norm, value=step_size)
