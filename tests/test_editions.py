@@ -80,6 +80,22 @@ def test_outputs_are_copied_to_matching_cells_only():
     assert student.cells[1].outputs == [], "the student copy itself is not modified"
 
 
+def test_glued_values_are_put_back_where_myst_nb_reads_them():
+    # myst-nb moves glue outputs out of the executed notebook into NN_name.glue.json, with
+    # the mime prefix stripped from their data; the edition restores them (prefix included).
+    prefix = "application/papermill.record/"
+    glue = {"n_eval": {"output_type": "display_data", "data": {"text/plain": "'500'"},
+                       "metadata": {"scrapbook": {"name": "n_eval", "mime_prefix": prefix}}}}
+    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys")])
+    student = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("*copy*"),
+                                              nbformat.v4.new_code_cell("import sys")])
+    merged, _ = student_edition.with_outputs(dict(student), dict(executed), glue)
+    (output,) = merged["cells"][1]["outputs"]
+    assert output["data"] == {prefix + "text/plain": "'500'"}
+    assert output["metadata"]["scrapbook"]["name"] == "n_eval"
+    assert glue["n_eval"]["data"] == {"text/plain": "'500'"}, "the glue file is not modified"
+
+
 # --------------------------------------------------------------------------------------------
 # The built editions
 # --------------------------------------------------------------------------------------------

@@ -91,9 +91,15 @@ def _source(cell) -> str:
     return source if isinstance(source, str) else "".join(source)
 
 
-def with_outputs(student: dict, executed: dict | None) -> tuple[dict, int]:
+def with_outputs(student: dict, executed: dict | None,
+                 glue: dict | None = None) -> tuple[dict, int]:
     """The student copy (a notebook as JSON) with the executed chapter's outputs; returns it
-    and the number of code cells whose source no longer matches (stale copy)."""
+    and the number of code cells whose source no longer matches (stale copy).
+
+    ``glue`` is the chapter's ``NN_name.glue.json``: myst-nb moves the values a chapter
+    glues (``{glue}`name```) out of the executed notebook into that file, so they are put
+    back, as the hidden outputs myst-nb reads them from, on the first code cell.
+    """
     student = copy.deepcopy(student)
     if executed is None:
         return student, 0
@@ -116,6 +122,14 @@ def with_outputs(student: dict, executed: dict | None) -> tuple[dict, int]:
         done = matches.pop(0)
         cell["outputs"] = copy.deepcopy(done.get("outputs", []))
         cell["execution_count"] = done.get("execution_count")
+    if glue:
+        first = next((c for c in student.get("cells", []) if c.get("cell_type") == "code"), None)
+        if first is not None:
+            for output in glue.values():
+                output = copy.deepcopy(output)
+                prefix = output.get("metadata", {}).get("scrapbook", {}).get("mime_prefix", "")
+                output["data"] = {prefix + k: v for k, v in output.get("data", {}).items()}
+                first.setdefault("outputs", []).append(output)
     if "widgets" in executed.get("metadata", {}):
         student.setdefault("metadata", {})["widgets"] = executed["metadata"]["widgets"]
     return student, stale
@@ -152,7 +166,9 @@ def assemble(root: Path, build: Path) -> Path:
         if executed is None:
             logger.warning(f"student_edition: no executed {done}; {name} is shown without "
                            "outputs")
-        merged, stale = with_outputs(student, executed)
+        glue_file = executed_dir / (Path(chapter).name + ".glue.json")
+        glue = json.loads(glue_file.read_text(encoding="utf-8")) if glue_file.exists() else None
+        merged, stale = with_outputs(student, executed, glue)
         if stale:
             logger.warning(f"student_edition: {STUDENT_DIR / name} differs from its chapter in "
                            f"{stale} code cell(s): run `python -m coursepkg.teaching`")
