@@ -12,7 +12,7 @@ from torch import nn
 
 from coursepkg.adaptive import EOT
 from coursepkg.attacks import fgsm, pgd
-from coursepkg.evaluate import randomised_robust_accuracy, robust_accuracy, store
+from coursepkg.evaluate import adversarial_examples, randomised_robust_accuracy, robust_accuracy, store
 from coursepkg.evaluate.detection import evasion
 
 
@@ -217,3 +217,15 @@ def test_evasion_hit_is_identical():
     assert torch.equal(first.evaded, again.evaded) and torch.equal(first.x_adv, again.x_adv)
     assert first.per_attack == again.per_attack and first.fooled_by == again.fooled_by
     assert first.success.value > 0
+
+
+def test_crafted_examples_are_kept_and_read_back():
+    x, y = data()
+    pgd5 = functools.partial(pgd, steps=5, restarts=1)
+    first = adversarial_examples(pgd5, linear(), x, y, eps=0.2)
+    assert len(stored_files()) == 1
+    again = adversarial_examples(pgd5, linear(), x, y, eps=0.2)
+    assert torch.equal(first, again) and len(stored_files()) == 1
+    other = adversarial_examples(pgd5, linear(), x, y, eps=0.2, seed=1)  # another random start
+    assert len(stored_files()) == 2 and not torch.equal(first, other)
+    assert (first - x).abs().max() <= 0.2 + 1e-6

@@ -19,7 +19,7 @@ One package, one module a topic; everything is re-exported here, so a chapter wr
   the cache and read back by an identical later call.
 """
 
-from .core import (AccuracyCurve, RobustResult, SanityCheck, SanityReport, accuracy,
+from .core import (AccuracyCurve, RobustResult, SanityCheck, SanityReport, accuracy, adversarial_examples,
                    accuracy_vs_eps, attack_name, attack_success_rate, perturbation_norms,
                    predictions, robust_accuracy, sanity_checks)
 from .intervals import Interval, clopper_pearson_interval, wilson_interval
@@ -32,7 +32,7 @@ from .randomised import (RandomisedAccuracy, RandomisedRobustResult, draws_corre
 from .transfer import TransferMatrix, transfer_matrix
 from .paired import PairedComparison, paired_test
 
-__all__ = ["AccuracyCurve", "RobustResult", "SanityCheck", "SanityReport", "accuracy",
+__all__ = ["AccuracyCurve", "RobustResult", "adversarial_examples", "SanityCheck", "SanityReport", "accuracy",
            "accuracy_vs_eps", "attack_name", "attack_success_rate", "perturbation_norms",
            "predictions", "robust_accuracy", "sanity_checks", "Interval",
            "clopper_pearson_interval", "wilson_interval", "gradient_masking_flags", "strongest",

@@ -239,6 +239,37 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks,
     return result
 
 
+def adversarial_examples(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                         seed: int | None = 0, **kwargs) -> torch.Tensor:
+    """``attack(model, x, y, **kwargs)``: adversarial examples crafted once and kept.
+
+    For the slow attacks a chapter runs on their own (C&W, JSMA, DeepFool): the examples
+    are drawn from generators seeded with ``seed`` (the caller's are restored) and kept in
+    the results store under the model, the attack, its keywords, the images and the seed,
+    so a second run of the chapter reads them back.  ``seed=None``: the caller's
+    generators, nothing stored.
+    """
+    _common.check_inputs(x, y, eps=kwargs.get("eps"))
+    if not callable(attack):
+        raise TypeError("attack must be callable, e.g. coursepkg.attacks.cw_l2")
+    key, started = None, time.perf_counter()
+    if seed is not None:
+        _common.check_seed(seed)
+        key = store.key_for("adversarial_examples", model, attack, x, y, sorted(kwargs.items()), seed,
+                            x.device.type, _model_device(model, x.device).type)
+        payload = store.lookup(key)
+        if payload is not None and tuple(payload.get("x_adv", torch.empty(0)).shape) == tuple(x.shape):
+            store.record("adversarial_examples", [attack_name(attack)], len(x),
+                         time.perf_counter() - started, True)
+            return payload["x_adv"].to(x)
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        x_adv = attack(model, x, y, **kwargs)
+    store.record("adversarial_examples", [attack_name(attack)], len(x), time.perf_counter() - started,
+                 False)
+    store.save(key, {"x_adv": x_adv.detach().cpu()})
+    return x_adv
+
+
 def _robust_payload(result: RobustResult, x: torch.Tensor, names: list[str]) -> dict:
     """What the store keeps of a :class:`RobustResult`: its masks, and the examples that fooled."""
     fooled = torch.tensor([names.index(f) if f is not None else -1 for f in result.fooled_by],
