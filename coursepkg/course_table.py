@@ -758,7 +758,7 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
     """Measure one defence on the first ``n`` images (default ``table_eval_subset``, or
     ``table_slow_subset`` for a slow one); run the checklist on ``checklist_n`` of them.
 
-    ``baseline`` (the :data:`BASELINE` row, measured on at least as many of the same
+    ``baseline`` (the ``BASELINE`` row, measured on at least as many of the same
     images) gives the row its paired comparison with the undefended model."""
     p = s.profile
     n = n or images_of(d, p)

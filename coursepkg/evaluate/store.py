@@ -12,7 +12,7 @@ nbval, and by chapter 7's table when it asks the same question a chapter asked.
   arguments.  Anything it cannot read exactly raises :class:`Uncacheable`, and the
   evaluation then simply runs (a store that cannot tell two questions apart must not
   answer either);
-* :func:`source_digest` -- a digest of the package's own source: a result computed by other
+* ``source_digest()`` -- a digest of the package's own source: a result computed by other
   code is stale and never read back;
 * :func:`lookup` / :func:`save` -- one ``.pt`` file per key under ``cache_dir()/results``,
   written atomically and read with ``weights_only=True``.  A file that cannot be read, or
@@ -187,7 +187,7 @@ def _feed_function(h, fn: types.FunctionType, seen: set, memo: dict) -> None:
     """A function: its code, defaults and closure, and the values of the globals it reads.
 
     A function of the installed package is named only (its code is in
-    :func:`source_digest`); a function defined elsewhere (a notebook, a test) is read whole,
+    ``source_digest()``); a function defined elsewhere (a notebook, a test) is read whole,
     so a notebook's ``lambda m, x, y: pgd(m, x, y, steps=STEPS)`` changes its digest when
     ``STEPS`` does.
     """
