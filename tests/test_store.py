@@ -229,3 +229,29 @@ def test_crafted_examples_are_kept_and_read_back():
     other = adversarial_examples(pgd5, linear(), x, y, eps=0.2, seed=1)  # another random start
     assert len(stored_files()) == 2 and not torch.equal(first, other)
     assert (first - x).abs().max() <= 0.2 + 1e-6
+
+
+def test_transfer_matrix_is_read_back_and_recomputed_when_a_target_changes(monkeypatch):
+    from coursepkg.evaluate import transfer
+
+    x, y = data(n=30)
+    calls = []
+    craft = transfer._craft
+    monkeypatch.setattr(transfer, "_craft", lambda *a: calls.append(1) or craft(*a))
+    pgd5 = functools.partial(pgd, steps=5, restarts=1)
+    sources = {"a": linear(0), "b": linear(1)}
+    targets = {"a": sources["a"], "noisy": Noisy(linear(2), 1.0)}
+
+    def matrix(targets, k=3):
+        return transfer.transfer_matrix(sources, targets, x, y, eps=0.3, attack=pgd5,
+                                        draws={"noisy": k})
+
+    first, again = matrix(targets), matrix(targets)
+    assert len(calls) == 2  # one crafting per source, the first time only
+    assert torch.equal(first.successes, again.successes)
+    assert torch.equal(first.trials, again.trials)
+    assert first.successes[0, 0] > 0  # white-box PGD fools the linear model at 0.3
+    matrix({"a": targets["a"], "noisy": Noisy(linear(3), 1.0)})  # another weight
+    assert len(calls) == 4
+    matrix(targets, k=5)  # more draws: another question
+    assert len(calls) == 6

@@ -22,7 +22,9 @@ again).  A random target left out of ``draws`` is judged by one draw.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -30,8 +32,9 @@ import torch
 from torch import nn
 
 from ..attacks import _common, pgd
-from ..config import Profile
+from ..config import Profile, seeded
 from ..config import profile as get_profile
+from . import store
 from .core import _model_device, predictions
 from .intervals import Interval
 
@@ -93,7 +96,8 @@ def _craft(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
                     x: torch.Tensor, y: torch.Tensor, *, eps: float, attack: Callable | None = None,
                     num_classes: int | None = None, profile: str | Profile | None = None,
-                    batch_size: int = 500, draws: Mapping[str, int] | None = None) -> TransferMatrix:
+                    batch_size: int = 500, draws: Mapping[str, int] | None = None,
+                    seed: int | None = 0) -> TransferMatrix:
     """Success rate of examples crafted on every source against every target.
 
     ``attack(model, x, y, eps=...)`` crafts the examples on each source (default: the
@@ -103,6 +107,11 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
     at or beyond it (a detector's "adversarial" class) does not count as fooled.
     ``draws`` maps the name of a random target to the number k of draws that judge it
     (majority of k clean, worst of k on the examples).
+
+    The attack's random starts and the targets' draws come from generators seeded with
+    ``seed`` (the caller's are restored), so the matrix is a function of its models, images
+    and attack, and is kept in the results store (:mod:`coursepkg.evaluate.store`): a second
+    run reads it back.  ``seed=None``: the caller's generators, nothing stored.
     """
     eps = _common.check_eps(eps)
     _common.check_inputs(x, y, eps=eps)
@@ -122,16 +131,37 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
         first = sources[names[0]]
         with torch.no_grad():
             num_classes = int(first(x[:1].to(_model_device(first, x.device))).shape[1])
-    crafted = torch.cat([_craft(attack, sources[s], x, y, eps, batch_size) for s in names])
-    successes = torch.zeros(len(names), len(targets), dtype=torch.long)
-    trials = torch.zeros(len(targets), dtype=torch.long)
-    labels = y.repeat(len(names)).view(len(names), len(x)).cpu()
     draws = dict(draws or {})
     unknown = sorted(set(draws) - set(targets))
     if unknown:
         raise ValueError(f"draws names targets that are not given: {unknown}")
-    for j, (name, target) in enumerate(targets.items()):
-        k = _common.check_positive_int(draws.get(name, 1), f"draws[{name!r}]")
+    ks = [_common.check_positive_int(draws.get(t, 1), f"draws[{t!r}]") for t in targets]
+    key, started = None, time.perf_counter()
+    if seed is not None:
+        _common.check_seed(seed)
+        key = store.key_for("transfer_matrix", list(sources.values()), list(targets.values()), x, y,
+                            eps, attack, num_classes, batch_size, ks, seed, x.device.type)
+        payload = store.lookup(key)
+        if payload is not None and payload.get("successes") is not None \
+                and tuple(payload["successes"].shape) == (len(names), len(targets)):
+            store.record("transfer_matrix", names, len(x), time.perf_counter() - started, True)
+            return TransferMatrix(names, list(targets), payload["successes"], payload["trials"], len(x))
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        successes, trials = _judge(sources, targets, x, y, eps, attack, num_classes, batch_size, ks)
+    store.record("transfer_matrix", names, len(x), time.perf_counter() - started, False)
+    store.save(key, {"successes": successes, "trials": trials})
+    return TransferMatrix(names, list(targets), successes, trials, len(x))
+
+
+def _judge(sources, targets, x, y, eps, attack, num_classes, batch_size, ks):
+    """The matrix's counts: each source's examples crafted once, each target judging them all
+    in one batched pass per draw (majority of k clean, fooled by any of k draws)."""
+    names = list(sources)
+    crafted = torch.cat([_craft(attack, sources[s], x, y, eps, batch_size) for s in names])
+    successes = torch.zeros(len(names), len(targets), dtype=torch.long)
+    trials = torch.zeros(len(targets), dtype=torch.long)
+    labels = y.repeat(len(names)).view(len(names), len(x)).cpu()
+    for j, (target, k) in enumerate(zip(targets.values(), ks)):
         clean = torch.stack([predictions(target, x, batch_size=batch_size).cpu() for _ in range(k)])
         ok = (clean == y.cpu()[None, :]).sum(0) * 2 > k  # the majority of k draws (k = 1: the draw)
         fooled = torch.zeros(len(names), len(x), dtype=torch.bool)
@@ -140,4 +170,4 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
             fooled |= (pred != labels) & (pred < num_classes)
         successes[:, j] = (fooled & ok[None, :]).sum(1)
         trials[j] = int(ok.sum())
-    return TransferMatrix(names, list(targets), successes, trials, len(x))
+    return successes, trials
