@@ -173,7 +173,7 @@ QUICK = Profile(
     mc_samples=6,
     detection_eval_subset=100,
     detection_threshold_subset=1_000,
-    mc_attack_subset=20,
+    mc_attack_subset=100,
     detection_cw_subset=10,
     # chapter 8
     smoothing_train_subset=10_000,

@@ -346,23 +346,16 @@ def _pixeldefend(s):
 
 
 # --- chapter 5: randomness -------------------------------------------------------------
-SAP_FRACTIONS = (0.25, 0.5, 1.0, 2.0)
-
-
 def sap_fraction(s: Setting) -> float:
-    """Chapter 5's choice: the smallest fraction of SAP whose mean clean accuracy over k
-    draws is within 3 points of the undefended classifier's (on chapter 5's images)."""
-    from .defences.randomness import StochasticActivationPruning
+    """Chapter 5's choice (:func:`coursepkg.recipes.randomness.choose_sap_fraction`), on
+    chapter 5's images: the smallest fraction of SAP whose mean clean accuracy over k draws
+    is within 3 points of the undefended classifier's."""
+    from .recipes import randomness as chapter5
 
     def make():
         x, y = s.images(s.profile.random_eval_subset)
-        bare = evaluate.accuracy(s.classifier, x, y)
-        for f in SAP_FRACTIONS:
-            acc = evaluate.randomised_accuracy(StochasticActivationPruning(s.classifier, f), x, y,
-                                               k=s.profile.random_eval_draws).expected
-            if acc >= bare - 0.03:
-                return f
-        return SAP_FRACTIONS[-1]
+        return chapter5.choose_sap_fraction(s.classifier, x, y,
+                                            k=s.profile.random_eval_draws)["fraction"]
     return s.memo("sap_fraction", make)
 
 
@@ -378,28 +371,18 @@ def _resize_pad(s: Setting):
 
 def _claim_one_draw(s: Setting, model) -> dict:
     """Chapter 5's claimed column: PGD on one draw of the randomness, judged by one draw."""
-    return {"PGD": functools.partial(attacks.pgd, restarts=s.profile.pgd_restarts)}
+    from .recipes import randomness as chapter5
+
+    return {"PGD": chapter5.one_draw_attacks(eps=s.eps, profile=s.profile)["PGD"]}
 
 
-def _chapter5_attacks(s: Setting, model, x=None, y=None, full: bool = True) -> dict:
-    """Chapter 5's attacks: EOT-PGD, (``full``) the strongest attacks through EOT, one-draw
-    FGSM and PGD, and SPSA on the first ``random_spsa_subset`` images it is handed."""
-    p = s.profile
-    view = EOT(model, p.eot_max_samples)
-    found = {f"EOT-PGD, n={p.eot_max_samples}": attack_via(view, attacks.pgd, steps=p.pgd_steps)}
-    if full:
-        for k, a in evaluate.strongest_attacks(eps=s.eps, profile=p).items():
-            found[f"EOT {k}"] = attack_via(view, a)
-    found["one-draw FGSM"] = attacks.fgsm
-    found["one-draw PGD"] = functools.partial(attacks.pgd, restarts=p.pgd_restarts)
-    cap = p.random_spsa_subset
+def _chapter5_attacks(s: Setting, model, x=None, y=None) -> dict:
+    """Chapter 5's adaptive attacks (:func:`coursepkg.recipes.randomness.chapter_attacks`):
+    EOT-PGD, the strongest attacks through EOT, one-draw FGSM and PGD, SPSA on the first
+    survivors."""
+    from .recipes import randomness as chapter5
 
-    def spsa_check(m, xb, yb, eps, **_):
-        out = xb.clone()
-        out[:cap] = attacks.spsa(m, xb[:cap], yb[:cap], eps=eps)
-        return out
-    found["SPSA"] = spsa_check
-    return found
+    return chapter5.chapter_attacks(model, eps=s.eps, profile=s.profile)
 
 
 # --- chapter 6: detection --------------------------------------------------------------
@@ -429,7 +412,6 @@ def _joined(name: str) -> Callable:
         from .evaluate.detection import detected_at_fpr
 
         classifier, detector = _detectors(s)[name]
-        torch.manual_seed(0)  # the MC-dropout scores of the threshold
         return s.memo(("joined", name), lambda: detected_at_fpr(classifier, detector,
                                                                 s.held_out(), fpr=0.05))
     return build
@@ -442,23 +424,15 @@ def _claim_static(s: Setting, model) -> dict:
 
 
 def _chapter6_attacks(s: Setting, model, x=None, y=None) -> dict:
-    """Chapter 6's attacks beyond the strongest ones aimed through the detector: PGD-EOT for
-    the random detectors, then a long APGD through a steeper joined model (gain 10)."""
+    """The table's attack beyond chapter 6's set (which the "strongest" column already runs):
+    a long APGD through a steeper joined model (gain 10), on the survivors."""
     from .defences.detection import evading
     from .evaluate.detection import detected_at_fpr
 
-    p, found = s.profile, {}
-    if isinstance(model.detector, _mc_types()):
-        found["PGD-EOT"] = evading(attacks.pgd, view=EOT(model, p.eot_samples), steps=p.pgd_steps)
+    p = s.profile
     heavy = detected_at_fpr(model.classifier, model.detector, s.held_out(), gain=10.0)
-    found["APGD, gain 10"] = evading(attacks.apgd, view=heavy, loss="ce", restarts=p.pgd_restarts,
-                                     steps=p.strong_pgd_steps)
-    return found
-
-
-def _mc_types():
-    from .defences.detection import BayesianUncertainty, Combined
-    return (BayesianUncertainty, Combined)
+    return {"APGD, gain 10": evading(attacks.apgd, view=heavy, loss="ce",
+                                     restarts=p.pgd_restarts, steps=p.strong_pgd_steps)}
 
 
 def _no_attacks(s, model, x=None, y=None) -> dict:
@@ -473,10 +447,10 @@ def _registry() -> tuple[Defence, ...]:
                images="gradreg_eval_subset")
     ch3 = dict(chapter=3, kind="model", claim_name="PGD transferred from the baseline",
                claim=_claim_transfer, attacks=_chapter3_attacks, classifier="standard")
-    cheap = "cheaper: APGD-CE through the chapter's view stands in for strongest"
+    cheap = "APGD-CE via view"  # cheaper: APGD-CE through the chapter's view
     ch5 = dict(chapter=5, kind="randomised", claim_name="one-draw PGD", claim=_claim_one_draw,
-               attacks=functools.partial(_chapter5_attacks, full=False), slow=True, random=True,
-               strongest_via=_apgd_via_view, note=cheap, classifier="standard")
+               attacks=_chapter5_attacks, slow=True, random=True, note="strongest via EOT",
+               classifier="standard", images="random_eval_subset")
     # as chapter 3 composes its figure: its own attacks and the strongest through the view
     ch3_slow = {**ch3, "attacks": functools.partial(_chapter3_attacks, full=False),
                 "slow": True, "strongest_via": _apgd_via_view, "with_strongest": True,
@@ -514,9 +488,10 @@ def _registry() -> tuple[Defence, ...]:
         Defence("kernel density", build=_joined("kernel density"),
                 classifier="standard, dropout", images="detection_eval_subset", **ch6),
         Defence("Bayesian uncertainty", build=_joined("Bayesian uncertainty"), slow=True,
-                random=True, classifier="standard, dropout", **ch6),
+                random=True, classifier="standard, dropout", images="mc_attack_subset", **ch6),
         Defence("density + uncertainty (LR)", build=_joined("density + uncertainty (LR)"),
-                slow=True, random=True, classifier="standard, dropout", **ch6),
+                slow=True, random=True, classifier="standard, dropout",
+                images="mc_attack_subset", **ch6),
     )
 
 
@@ -667,7 +642,7 @@ class Row:
         return {"defence": self.name, "ch.": self.chapter, "images": self.n, "clean": self.clean,
                 "claimed": self.claimed, "by": self.claim_name, "chapter": self.chapter_figure,
                 "strongest": self.strongest,
-                "strongest is": "APGD-CE via view" if self.note else "evaluate.strongest",
+                "strongest is": self.note or "evaluate.strongest",
                 "adaptive": self.adaptive,
                 "clean flagged": "—" if self.flagged is None else self.flagged,
                 "verdict": self.verdict}
@@ -710,23 +685,28 @@ def _model_masks(d: Defence, s: Setting, model, x, y) -> dict:
 
 
 def _randomised_masks(d: Defence, s: Setting, model, x, y) -> dict:
-    k, eps = s.profile.random_eval_draws, s.eps
-    clean = evaluate.randomised_accuracy(model, x, y, k=k)
-    claim = evaluate.randomised_robust_accuracy(model, x, y, d.claim(s, model), k=k, eps=eps,
-                                                cascade=False)
-    if d.strongest_via is not None:
-        strongest = d.strongest_via(s, model)
-    else:
-        use_spsa = evaluate.gradient_masking_flags(model, x, y)["masked"]
-        strongest = evaluate.strongest_attacks(eps=eps, profile=s.profile, spsa_attack=use_spsa)
-    strong = evaluate.randomised_robust_accuracy(model, x, y, strongest, k=k, eps=eps)
-    chapter = evaluate.randomised_robust_accuracy(model, x, y, d.attacks(s, model, x, y), k=k, eps=eps)
-    return {"clean": clean.correct("majority"), "claimed": claim.correct("single"),
-            "chapter": chapter.correct("worst"), "strongest": strong.correct("worst")}
+    """Chapter 5's two evaluations, asked exactly as the chapter asks them (so read back
+    from the results store when it ran): the one-draw attacks (claimed: PGD, one draw) and
+    the adaptive set, every answer judged over k draws.  Its "strongest" column is the
+    worst case over EOT-PGD and the strongest attacks through the same EOT view."""
+    from .recipes import randomness as chapter5
+
+    p, k, eps = s.profile, s.profile.random_eval_draws, s.eps
+    naive = evaluate.randomised_robust_accuracy(
+        model, x, y, chapter5.one_draw_attacks(eps=eps, profile=p), k=k, cascade=False)
+    full = evaluate.randomised_robust_accuracy(model, x, y, d.attacks(s, model, x, y), k=k,
+                                               eps=eps)
+    strong = full.clean.correct("worst").clone()
+    for name in chapter5.eot_attack_names(p):
+        strong &= full.per_attack[name].correct("worst")
+    claimed = naive.clean.correct("single") & naive.per_attack["PGD"].correct("single")
+    return {"clean": full.clean.correct("majority"), "claimed": claimed,
+            "chapter": full.correct("worst"), "strongest": strong}
 
 
 def _detector_masks(d: Defence, s: Setting, model, x, y) -> dict:
     from .evaluate import detection as evd
+    from .recipes import detection as chapter6
 
     eps = s.eps
     answer = evaluate.predictions(model, x)
@@ -735,9 +715,16 @@ def _detector_masks(d: Defence, s: Setting, model, x, y) -> dict:
     x_static = d.claim(s, model)
     (static,) = x_static.values()
     claim = clean & ~evd.evades(model, static(model, x, y, eps=eps), y)
-    strong = evd.evasion(model, x, y, evd.detection_attacks(eps=eps, profile=s.profile), eps=eps)
-    strong_ok = clean & ~strong.evaded
-    chapter = strong_ok.clone()
+    # chapter 6's own call (read back when it ran): the strongest attacks aimed through the
+    # detector, then, for a random detector, PGD through EOT of its dropout masks
+    asked = chapter6.chapter_attacks(model, eps=eps, profile=s.profile)
+    full = evd.evasion(model, x, y, asked, eps=eps)
+    builtin = set(evd.detection_attacks(profile=s.profile))
+    by_builtin = torch.tensor([f in builtin for f in full.fooled_by], dtype=torch.bool,
+                              device=x.device) if full.fooled_by else torch.zeros_like(clean)
+    strong_ok = clean & ~(full.evaded & by_builtin)
+    own_ok = clean & ~full.evaded
+    chapter = own_ok.clone()
     alive = chapter.nonzero().squeeze(1)
     if len(alive):
         more = evd.evasion(model, x[alive], y[alive], d.attacks(s, model, x[alive], y[alive]), eps=eps)

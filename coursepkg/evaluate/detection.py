@@ -327,15 +327,21 @@ def static_evasion(detected: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y:
 
 
 def detected_at_fpr(classifier: nn.Module, detector: nn.Module, x_clean: torch.Tensor, *, fpr: float = 0.05,
-                    gain: float = 1.0, batch_size: int = 500):
+                    gain: float = 1.0, batch_size: int = 500, seed: int | None = 0):
     """``Detected(classifier, detector, threshold)`` with the threshold that flags ``fpr`` of ``x_clean``.
 
     The adversarial logit's scale is set to ``gain`` over the clean scores' standard
     deviation, so that one standard deviation of the score weighs ``gain`` logits for an
-    attack (the decision -- score above the threshold -- does not depend on it).
+    attack (the decision -- score above the threshold -- does not depend on it).  A random
+    detector (Monte-Carlo dropout) scores the clean images with generators seeded with
+    ``seed`` (the caller's are restored): the same detector gets the same threshold in every
+    chapter; ``seed=None`` draws from the caller's generators.
     """
     from ..defences.detection import Detected
-    scores = detector_scores(detector, x_clean, batch_size=batch_size)
+    if seed is not None:
+        _common.check_seed(seed)
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        scores = detector_scores(detector, x_clean, batch_size=batch_size)
     spread = float(scores.double().std()) if len(scores) > 1 else 1.0
     return Detected(classifier, detector, threshold_at_fpr(scores, fpr), gain=gain / max(spread, 1e-12))
 

@@ -136,11 +136,18 @@ def _interval(correct: torch.Tensor, confidence: float) -> Interval:
 
 
 def randomised_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int | None = None,
-                        batch_size: int = 500) -> RandomisedAccuracy:
-    """Clean accuracy of a randomised ``model`` over ``k`` draws (see the module's rules)."""
+                        batch_size: int = 500, seed: int | None = 0) -> RandomisedAccuracy:
+    """Clean accuracy of a randomised ``model`` over ``k`` draws (see the module's rules).
+
+    The draws come from generators seeded with ``seed`` (the caller's are restored), so two
+    calls on the same model and images agree -- a chapter and chapter 7's table choose the
+    same setting from them; ``seed=None`` draws from the caller's generators."""
     if len(x) == 0:
         raise ValueError("x is empty: accuracy of no examples is undefined")
-    correct = draws_correct(model, x, y, k=k, batch_size=batch_size)
+    if seed is not None:
+        _common.check_seed(seed)
+    with (seeded(seed) if seed is not None else contextlib.nullcontext()):
+        correct = draws_correct(model, x, y, k=k, batch_size=batch_size)
     return RandomisedAccuracy(len(correct), correct.float().mean(0), correct[0].clone())
 
 
@@ -274,7 +281,7 @@ def _randomised_from_payload(payload, x: torch.Tensor, names: list[str], k: int)
 
 def _randomised_robust_accuracy(model, x, y, named, k, cascade, batch_size, progress, kwargs):
     """The engine of :func:`randomised_robust_accuracy` (arguments checked, generators seeded)."""
-    clean = randomised_accuracy(model, x, y, k=k, batch_size=batch_size)
+    clean = randomised_accuracy(model, x, y, k=k, batch_size=batch_size, seed=None)  # seeded above
     attacked = clean.correct("majority")
     per_attack, x_adv = {}, {}
     bar = _progress(len(named) * ((len(x) + batch_size - 1) // batch_size), "randomised robust accuracy",

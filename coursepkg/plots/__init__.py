@@ -437,3 +437,13 @@ def glue(name: str, value, *, display: bool = False):
         return value
     myst_glue(name, value, display=display)
     return value
+
+
+def glue_profile(profile, *fields: str) -> dict:
+    """Glue each budget ``fields`` of ``profile`` as ``P_<field>`` for the chapter's prose
+    (``{glue:text}`P_eot_samples```): the text then states the value the run used, in
+    whichever profile it ran.  Returns ``{field: value}``."""
+    values = {f: getattr(profile, f) for f in fields}  # an unknown field: AttributeError
+    for field, value in values.items():
+        glue(f"P_{field}", value)
+    return values

@@ -151,3 +151,29 @@ def feinman_detectors(dataset: str = "fashion-mnist", *, profile=None, device=No
     combination = zoo.get("feinman-lr", info.name, profile=prof, device=dev, dropout=dropout)
     return {"classifier": classifier, "density": density, "uncertainty": uncertainty,
             "combined": Combined([density, uncertainty], combination).to(dev)}
+
+
+def is_random(detector) -> bool:
+    """A detector whose score is random at test time (the Monte-Carlo dropout detectors of
+    Feinman et al. 2017: the uncertainty and the combination that uses it)."""
+    from ..defences.detection import BayesianUncertainty, Combined
+
+    return isinstance(detector, (BayesianUncertainty, Combined))
+
+
+def chapter_attacks(joined, *, eps: float, profile) -> dict:
+    """The attacks chapter 6 aims at "fooled and undetected" on a joined model
+    (:class:`~coursepkg.defences.detection.Detected`): the course's strongest attacks
+    (:func:`~coursepkg.evaluate.detection.detection_attacks`), and for a random detector
+    PGD through EOT of its dropout masks (Athalye et al. 2018, section 4.2).  Built here
+    once, so that chapter 7's table asks the results store the chapter's question."""
+    from ..adaptive import EOT
+    from ..attacks import pgd
+    from ..defences.detection import evading
+    from ..evaluate.detection import detection_attacks
+
+    found = detection_attacks(eps=eps, profile=profile)
+    if is_random(joined.detector):
+        found["PGD-EOT"] = evading(pgd, view=EOT(joined, profile.eot_samples),
+                                   steps=profile.pgd_steps)
+    return found
