@@ -28,15 +28,20 @@ as correct when it is classified correctly and not flagged, clean and after ever
 random model's clean accuracy is the majority of k draws and its robust accuracy the worst
 of k (:mod:`coursepkg.evaluate.randomised`).
 
-Slow defences (JPEG, TV minimisation, PixelDefend, the random models, the Monte-Carlo
-dropout detectors) are evaluated on the first ``table_slow_subset`` images only, and the
-purifiers and random models among them more cheaply: their "strongest" column is APGD-CE
-through the view their chapter attacks them by (BPDA, or EOT) rather than
+Rows that read their chapter's results: every question a row asks that its chapter also
+asks -- chapter 2's and 4's ``strongest(extra=...)``, chapter 5's two evaluations
+(:mod:`coursepkg.recipes.randomness`), chapter 6's attacks through each detector
+(:func:`coursepkg.recipes.detection.chapter_attacks`) -- is built by the same package code on
+the same images (``Defence.images``), so the results store returns the chapter's per-image
+results instead of measuring again.
+
+Chapter 3's purifiers are measured here, the slow ones (JPEG, TV minimisation, PixelDefend)
+on the first ``table_slow_subset`` images only and more cheaply: their "strongest" column
+is APGD-CE through the view their chapter attacks them by (BPDA, or EOT) rather than
 :func:`~coursepkg.evaluate.strongest` on the model itself -- whose gradient attacks would
-follow a zero or random gradient, and whose SPSA would cost thousands of purifications or
-random draws per image -- and their "chapter" column runs the chapter's own attacks
-without its copies of the strongest attacks through the view.  Chapters 3 and 5 run the
-full evaluation.
+follow a zero or random gradient, and whose SPSA would cost thousands of purifications per
+image -- and their "chapter" column runs the chapter's own attacks without its copies of
+the strongest attacks through the view.  Chapter 3 runs the full evaluation.
 """
 
 from __future__ import annotations
