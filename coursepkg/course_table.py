@@ -30,8 +30,8 @@ of k (:mod:`coursepkg.evaluate.randomised`).
 
 Rows that read their chapter's results: every question a row asks that its chapter also
 asks -- chapter 2's and 4's ``strongest(extra=...)``, chapter 5's two evaluations
-(:mod:`coursepkg.recipes.randomness`), chapter 6's attacks through each detector
-(:func:`coursepkg.recipes.detection.chapter_attacks`) -- is built by the same package code on
+(``coursepkg.recipes.randomness``), chapter 6's attacks through each detector
+(``coursepkg.recipes.detection.chapter_attacks``) -- is built by the same package code on
 the same images (``Defence.images``), so the results store returns the chapter's per-image
 results instead of measuring again.
 
@@ -352,7 +352,7 @@ def _pixeldefend(s):
 
 # --- chapter 5: randomness -------------------------------------------------------------
 def sap_fraction(s: Setting) -> float:
-    """Chapter 5's choice (:func:`coursepkg.recipes.randomness.choose_sap_fraction`), on
+    """Chapter 5's choice (``coursepkg.recipes.randomness.choose_sap_fraction``), on
     chapter 5's images: the smallest fraction of SAP whose mean clean accuracy over k draws
     is within 3 points of the undefended classifier's."""
     from .recipes import randomness as chapter5

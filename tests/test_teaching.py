@@ -3,7 +3,10 @@ the committed copies match the chapters."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +153,39 @@ def test_committed_student_copies_and_api_page_are_up_to_date():
     report = teaching.sync(ROOT, write=False)
     assert report.clean, (report.describe()
                           + "\nrun `python -m coursepkg.teaching` and commit book/student/ and book/api.md")
+
+
+_XREF = re.compile(r":(mod|func|class|meth|attr|data|exc|obj):`~?(coursepkg(?:\.\w+)+)`")
+
+
+def _documented_docstrings(modules, members):
+    """(where, docstring) for every text autodoc puts on the API page."""
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        yield module_name, module.__doc__ or ""
+        for name in members[module_name]:
+            obj = getattr(module, name)
+            yield f"{module_name}.{name}", obj.__doc__ or ""
+            if inspect.isclass(obj):
+                for attr, value in vars(obj).items():
+                    if not attr.startswith("_") and getattr(value, "__doc__", None):
+                        yield f"{module_name}.{name}.{attr}", value.__doc__
+
+
+def test_cross_references_in_the_api_page_point_at_documented_objects():
+    """A ``-n`` build fails on a reference to a target the API page does not describe (such as
+    a function in ``coursepkg.recipes``, which the page leaves out): catch it without a build."""
+    modules = teaching.public_modules()
+    members = teaching.api_members(modules)
+    documented = set(modules)
+    for module_name, names in members.items():
+        for name in names:
+            documented.add(f"{module_name}.{name}")
+    broken = []
+    for where, text in _documented_docstrings(modules, members):
+        for _, target in _XREF.findall(text):
+            parent = target.rpartition(".")[0]
+            method_of_class = parent in documented and parent not in modules
+            if target not in documented and not method_of_class:
+                broken.append(f"{where}: {target}")
+    assert not broken, "references to objects the API page leaves out:\n" + "\n".join(broken)
