@@ -26,9 +26,12 @@ ALLOWED: dict[str, dict[str, str]] = {
         "11%": "arithmetic in the sentence: 331/299, the paper's canvas growth",
         "60%": "arithmetic in Exercise 3's solution, on a hypothetical model",
         "70%": "arithmetic in Exercise 3's solution, on a hypothetical model",
+        "83%": "arithmetic in Exercise 3's solution, on a hypothetical model",
     },
     "06_detection": {
         "20%": "a false-positive rate an exercise proposes, not a measurement",
+        "92.6%": "published: Feinman et al. 2017's ROC-AUC on MNIST (cited)",
+        "85.5%": "published: the same on CIFAR-10, Feinman et al. 2017 (cited)",
     },
     "08_beyond": {
         "86%": "published: IBP training's clean accuracy, Song, Shokri and Mittal 2019 (cited)",
