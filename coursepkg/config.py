@@ -68,6 +68,7 @@ class Profile:
     pixelcnn_epochs: int  #: epochs of PixelCNN training
     pixeldefend_eval_subset: int  #: test examples PixelDefend is evaluated on (one PixelCNN pass per pixel)
     pixeldefend_attack_steps: int  #: PGD steps of the attacks through PixelDefend (a purification per step)
+    purification_probe_subset: int  #: test images of chapter 3's side experiments on the slow purifiers (locked pixels, eps_defend = eps / 2, 2 eps, quilting, the checklist)
     # --- the strongest evaluation (evaluate.strongest) -------------------------------------
     apgd_steps: int  #: iterations of every APGD run (Croce & Hein 2020 use 100)
     apgd_restarts: int  #: random restarts of APGD-CE
@@ -106,8 +107,7 @@ class Profile:
     ibp_warmup_epochs: float  #: epochs of clean training before the ramp-up
     ibp_rampup_epochs: float  #: epochs over which eps grows from 0 to its value
     # --- chapter 7: why defending is hard ----------------------------------------------------
-    table_eval_subset: int  #: test images of chapter 7's course table and transfer matrix
-    table_slow_subset: int  #: the first of them for the slow defences (TV, PixelDefend, randomised, MC dropout)
+    table_eval_subset: int  #: test images of chapter 7's transfer matrix (each row of its table uses its chapter's images)
     table_sanity_subset: int  #: the first of them that the gradient-masking checklist runs on
     tradeoff_train_subset: int | None  #: training images of each model of the robustness-accuracy sweep
     tradeoff_epochs: int  #: epochs of each model of that sweep (PGD training at several training eps)
@@ -148,8 +148,9 @@ QUICK = Profile(
     substitute_epochs=10,
     pixelcnn_train_subset=8_000,
     pixelcnn_epochs=2,
-    pixeldefend_eval_subset=40,
+    pixeldefend_eval_subset=100,
     pixeldefend_attack_steps=10,
+    purification_probe_subset=40,
     apgd_steps=50,
     apgd_restarts=1,
     apgd_targets=3,
@@ -188,7 +189,6 @@ QUICK = Profile(
     ibp_rampup_epochs=1,
     # chapter 7
     table_eval_subset=30,
-    table_slow_subset=6,
     table_sanity_subset=10,
     tradeoff_train_subset=4_000,
     tradeoff_epochs=2,
@@ -224,6 +224,7 @@ FULL = Profile(
     pixelcnn_epochs=20,
     pixeldefend_eval_subset=500,
     pixeldefend_attack_steps=100,
+    purification_probe_subset=200,
     apgd_steps=100,
     apgd_restarts=5,
     apgd_targets=9,
@@ -262,7 +263,6 @@ FULL = Profile(
     ibp_rampup_epochs=17,
     # chapter 7
     table_eval_subset=1_000,
-    table_slow_subset=200,
     table_sanity_subset=200,
     tradeoff_train_subset=None,
     tradeoff_epochs=20,

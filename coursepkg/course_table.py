@@ -11,8 +11,8 @@ from a substitute, ...).  :func:`~coursepkg.course_table.evaluate_defence` measu
 * **chapter** -- the chapter's adaptive figure: the per-example worst case over the
   chapter's attacks (for chapters 2 and 4, whose figure is
   :func:`~coursepkg.evaluate.strongest` with the chapter's attacks as ``extra``, it is
-  that; for chapter 3's slow purifiers, the strongest attack through the BPDA or EOT view
-  with the chapter's own attacks);
+  that; for chapter 3's purifiers, the chapter's own attacks with the strongest attacks
+  through the BPDA or EOT view);
 * **strongest** -- :func:`~coursepkg.evaluate.strongest` on the defended model itself
   (for a random model the same attacks judged over k draws; for a detector the same
   attacks aimed at "fooled and undetected", :func:`~coursepkg.evaluate.detection.detection_attacks`);
@@ -35,13 +35,11 @@ asks -- chapter 2's and 4's ``strongest(extra=...)``, chapter 5's two evaluation
 the same images (``Defence.images``), so the results store returns the chapter's per-image
 results instead of measuring again.
 
-Chapter 3's purifiers are measured here, the slow ones (JPEG, TV minimisation, PixelDefend)
-on the first ``table_slow_subset`` images only and more cheaply: their "strongest" column
-is APGD-CE through the view their chapter attacks them by (BPDA, or EOT) rather than
-:func:`~coursepkg.evaluate.strongest` on the model itself -- whose gradient attacks would
-follow a zero or random gradient, and whose SPSA would cost thousands of purifications per
-image -- and their "chapter" column runs the chapter's own attacks without its copies of
-the strongest attacks through the view.  Chapter 3 runs the full evaluation.
+Chapter 3's purifiers are read back the same way (``coursepkg.recipes.purification``):
+their "strongest" column is the strongest attacks through the view the chapter attacks them
+by (BPDA, or EOT), run in the chapter's cascade on the images its own attacks left --
+:func:`~coursepkg.evaluate.strongest` on the purified model itself would follow a zero or
+random gradient, and its SPSA would cost thousands of purifications per image.
 """
 
 from __future__ import annotations
@@ -55,14 +53,14 @@ import torch
 from torch import nn
 
 from . import attacks, evaluate, zoo
-from .adaptive import BPDA, EOT, attack_reachable_set, attack_via
+from .adaptive import attack_via
 from .config import Profile
 from .config import device as default_device
 from .config import profile as get_profile
 from .data import DatasetInfo, dataset_info, load_dataset, subset
 from .evaluate import Interval
 
-KINDS = ("model", "randomised", "detector")
+KINDS = ("model", "purifier", "randomised", "detector")
 
 #: checks of :func:`~coursepkg.evaluate.sanity_checks` whose failure is a symptom of masked
 #: gradients (the other two compare the effort of attacks: a failure there means the
@@ -187,7 +185,7 @@ class Defence:
     classifier: str = ""
     #: the profile field that sizes the images its chapter evaluates it on, when the row
     #: reads the chapter's own results (``eval_subset`` for chapter 2, ...); empty: the
-    #: table's own ``table_eval_subset`` (``table_slow_subset`` for a slow defence)
+    #: profile's ``table_eval_subset``
     images: str = ""
     #: its answers are random at test time (a random model, TV minimisation's random mask,
     #: a Monte-Carlo dropout detector): judged over k draws wherever it is judged
@@ -270,62 +268,16 @@ def _purifier(make: Callable) -> Callable:
 
 def _claim_transfer(s: Setting, model) -> dict:
     """The papers' threat: PGD crafted on the bare classifier (chapter 3's claimed column)."""
-    return {"transferred PGD": s.transferred(restarts=s.profile.pgd_restarts)}
+    from .recipes import purification as chapter3
+    return chapter3.transferred_pgd(s.classifier, eps=s.eps, profile=s.profile)
 
 
-def _chapter3_attacks(s: Setting, model, x=None, y=None, full: bool = True) -> dict:
-    """Chapter 3's attacks on a purifier: its own (BPDA with two losses, the search over
-    reachable levels, EOT of the true gradient for TV minimisation, PixelDefend's output
-    space), the transferred examples, then (``full``) the strongest attacks through the
-    BPDA (or EOT) view."""
-    from .defences.pixelcnn import PixelDefend, attack_pixeldefend_outputs
-    from .defences.purification import BitDepth, Purified, TVMinimisation
-
-    p, eps, purifier, classifier = s.profile, s.eps, model.purifier, s.classifier
-    if isinstance(purifier, PixelDefend):
-        kwargs = {"steps": p.pixeldefend_attack_steps, "restarts": 1}
-    else:
-        kwargs = {"restarts": p.pgd_restarts}
-    found = dict(_claim_transfer(s, model))
-    if isinstance(purifier, TVMinimisation):
-        view = EOT(Purified(purifier, classifier), p.eot_samples)
-        found["EOT (true gradient)"] = attack_via(view, attacks.pgd, **kwargs)
-        tag, done = "EOT", ("PGD-CE",)
-    else:
-        view = Purified(BPDA(purifier), classifier)
-        found["BPDA"] = attack_via(view, attacks.pgd, **kwargs)
-        tag, done = "BPDA", ("PGD-CE", "PGD-margin")
-        if isinstance(purifier, PixelDefend):
-            found["PixelDefend's outputs"] = attack_pixeldefend_outputs(
-                classifier, purifier, attacks.pgd, eps=eps, restarts=p.pgd_restarts)
-            return found
-        found["BPDA, C&W loss"] = attack_via(view, attacks.pgd, **kwargs, loss="cw")
-        if isinstance(purifier, BitDepth):
-            found["reachable levels"] = attack_reachable_set(
-                classifier, purifier, attacks.pgd, eps=eps, restarts=p.pgd_restarts)
-    if full:
-        for k, a in evaluate.strongest_attacks(eps=eps, profile=p).items():
-            if k not in done:
-                found[f"{k} via {tag}"] = attack_via(view, a)
-    return found
-
-
-def _apgd_via_view(s: Setting, model) -> dict:
-    """The cheaper stand-in for ``strongest`` on a slow defence: APGD-CE through the view its
-    chapter attacks it by -- BPDA for a deterministic purifier, EOT for a random model or
-    TV minimisation -- with ``pixeldefend_attack_steps`` steps for PixelDefend (chapter 3)
-    and ``pgd_steps`` otherwise."""
-    from .defences.pixelcnn import PixelDefend
-    from .defences.purification import Purified, TVMinimisation
-
-    p = s.profile
-    purifier = getattr(model, "purifier", None)
-    steps = p.pixeldefend_attack_steps if isinstance(purifier, PixelDefend) else p.pgd_steps
-    if purifier is None or isinstance(purifier, TVMinimisation):  # random: EOT
-        tag, view = "EOT", EOT(model, p.eot_samples)
-    else:
-        tag, view = "BPDA", Purified(BPDA(purifier), s.classifier)
-    return {f"APGD-CE via {tag}": attack_via(view, attacks.apgd, steps=steps)}
+def _chapter3_attacks(s: Setting, model, x=None, y=None) -> dict:
+    """Chapter 3's attacks on a purifier: its own, then the strongest through its view."""
+    from .recipes import purification as chapter3
+    kw = dict(eps=s.eps, profile=s.profile)
+    return {**chapter3.own_attacks(s.classifier, model.purifier, **kw),
+            **chapter3.strongest_via(s.classifier, model.purifier, **kw)}
 
 
 def _jpeg(s):
@@ -450,16 +402,13 @@ def _registry() -> tuple[Defence, ...]:
     ch4 = dict(chapter=4, kind="model", attacks=_chapter4_attacks, with_strongest=True,
                checklist=True, claim_name="PGD-CE", claim=_claim_pgd_ce,
                images="gradreg_eval_subset")
-    ch3 = dict(chapter=3, kind="model", claim_name="PGD transferred from the baseline",
-               claim=_claim_transfer, attacks=_chapter3_attacks, classifier="standard")
-    cheap = "APGD-CE via view"  # cheaper: APGD-CE through the chapter's view
+    ch3 = dict(chapter=3, kind="purifier", claim_name="PGD transferred from the baseline",
+               claim=_claim_transfer, attacks=_chapter3_attacks, classifier="standard",
+               note="via view, in the chapter's cascade", images="expensive_eval_subset")
     ch5 = dict(chapter=5, kind="randomised", claim_name="one-draw PGD", claim=_claim_one_draw,
                attacks=_chapter5_attacks, slow=True, random=True, note="strongest via EOT",
                classifier="standard", images="random_eval_subset")
-    # as chapter 3 composes its figure: its own attacks and the strongest through the view
-    ch3_slow = {**ch3, "attacks": functools.partial(_chapter3_attacks, full=False),
-                "slow": True, "strongest_via": _apgd_via_view, "with_strongest": True,
-                "note": cheap}
+    ch3_slow = {**ch3, "slow": True, "images": "pixeldefend_eval_subset"}
     ch6 = dict(chapter=6, kind="detector", claim_name="static PGD", claim=_claim_static,
                attacks=_chapter6_attacks)
     return (
@@ -473,7 +422,7 @@ def _registry() -> tuple[Defence, ...]:
                 network="ALP", **ch2),
         Defence("TRADES", build=_zoo_model("trades"), claim_name="PGD", claim=_claim_pgd,
                 network="TRADES", **ch2),
-        Defence("JPEG", build=_purifier(_jpeg), **ch3_slow),
+        Defence("JPEG", build=_purifier(_jpeg), slow=True, **ch3),  # on chapter 3's x_few
         Defence("bit depth (2 bits)", build=_purifier(_bits(2)), checklist=True, **ch3),
         Defence("bit depth (1 bit)", build=_purifier(_bits(1)), checklist=True, **ch3),
         Defence("TV minimisation", build=_purifier(_tv), random=True, **ch3_slow),
@@ -689,6 +638,23 @@ def _model_masks(d: Defence, s: Setting, model, x, y) -> dict:
     return masks
 
 
+def _purifier_masks(d: Defence, s: Setting, model, x, y) -> dict:
+    """Chapter 3's evaluation, asked exactly as the chapter asks it
+    (:func:`coursepkg.recipes.purification.worst_case`, read back from the results store
+    when it ran): the transferred PGD of the claimed column and the chapter's own attacks
+    on every image, then the strongest attacks through the purifier's view on the
+    survivors.  Its "strongest" column is that cascade: the course's strongest attacks run
+    on the purifier through its BPDA (or EOT) view -- on the model itself they would follow
+    a zero or random gradient, and SPSA would cost thousands of purifications an image."""
+    from .recipes import purification as chapter3
+
+    own, correct = chapter3.worst_case(s.classifier, model.purifier, x, y, eps=s.eps,
+                                       profile=s.profile)
+    clean = own.clean_mask
+    return {"clean": clean, "claimed": own.per_attack_mask["transferred PGD"] & clean,
+            "chapter": correct, "strongest": correct.clone()}
+
+
 def _randomised_masks(d: Defence, s: Setting, model, x, y) -> dict:
     """Chapter 5's two evaluations, asked exactly as the chapter asks them (so read back
     from the results store when it ran): the one-draw attacks (claimed: PGD, one draw) and
@@ -742,13 +708,13 @@ def images_of(d: Defence, p: Profile) -> int:
     """How many of the course's images the row of ``d`` is measured on."""
     if d.images:
         return int(getattr(p, d.images))
-    return p.table_slow_subset if d.slow else p.table_eval_subset
+    return p.table_eval_subset
 
 
 def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
                      checklist_n: int | None = None, baseline: Row | None = None) -> Row:
-    """Measure one defence on the first ``n`` images (default ``table_eval_subset``, or
-    ``table_slow_subset`` for a slow one); run the checklist on ``checklist_n`` of them.
+    """Measure one defence on the first ``n`` images (default: its chapter's, see
+    :func:`images_of`); run the checklist on ``checklist_n`` of them.
 
     ``baseline`` (the ``BASELINE`` row, measured on at least as many of the same
     images) gives the row its paired comparison with the undefended model."""
@@ -758,8 +724,8 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
     start = time.perf_counter()
     torch.manual_seed(0)
     model = d.build(s)
-    masks = {"model": _model_masks, "randomised": _randomised_masks,
-             "detector": _detector_masks}[d.kind](d, s, model, x, y)
+    masks = {"model": _model_masks, "purifier": _purifier_masks,
+             "randomised": _randomised_masks, "detector": _detector_masks}[d.kind](d, s, model, x, y)
     flagged = masks.pop("_masked", None)
     false_positives = masks.pop("_flagged", None)
     masks["adaptive"] = masks["chapter"] & masks["strongest"]
@@ -773,7 +739,7 @@ def evaluate_defence(d: Defence, s: Setting, *, n: int | None = None,
         report = evaluate.sanity_checks(model, x[:m], y[:m], eps=s.eps,
                                         transfer_from=s.classifier)
         failed = [c.name for c in report.failures]
-    if d.kind == "model" and not d.slow:
+    if d.kind in ("model", "purifier") and not d.slow:
         masked = (flagged if flagged is not None
                   else evaluate.gradient_masking_flags(model, x, y)["masked"])
     iv = {k: Interval.of_mask(v) for k, v in masks.items() if k != "baseline"}

@@ -200,3 +200,26 @@ def test_chapter_rows_read_the_chapters_own_results_back(monkeypatch):
     names = list(chapter.per_attack)  # the built-in attacks, then the chapter's (FGSM first)
     last_builtin = names[names.index("FGSM") - 1]
     assert torch.equal(row.correct["strongest"], chapter.per_attack_mask[last_builtin])
+
+
+@pytest.mark.slow
+def test_purifier_rows_read_chapter_3s_worst_case_back(monkeypatch):
+    """A chapter-3 row makes chapter 3's own call (recipes.purification.worst_case) on the
+    same images: the table's masks are the chapter's, read back from the results store."""
+    from coursepkg.defences.purification import BitDepth
+    from coursepkg.evaluate import store
+    from coursepkg.recipes import purification as chapter3
+
+    monkeypatch.setenv(store.STORE_ENV, "on")
+    s = ct.Setting(profile="quick", device="cpu")
+    x, y = s.images(8)
+    own, correct = chapter3.worst_case(s.classifier, BitDepth(bits=2), x, y, eps=s.eps,
+                                       profile=s.profile)  # as the chapter asks
+    hits = []
+    real_record = store.record
+    monkeypatch.setattr(store, "record", lambda kind, names, n, sec, hit: (
+        hits.append((kind, n, hit)), real_record(kind, names, n, sec, hit)))
+    row = ct.evaluate_defence(ct.defence("bit depth (2 bits)"), s, n=8, checklist_n=2)
+    assert ("robust_accuracy", 8, True) in hits
+    assert torch.equal(row.correct["chapter"], correct)
+    assert torch.equal(row.correct["claimed"], own.per_attack_mask["transferred PGD"])

@@ -263,3 +263,47 @@ def test_auc_interval_matches_hanley_mcneil_and_shrinks_with_n():
     assert more.hi - more.lo < iv.hi - iv.lo
     with pytest.raises(ValueError, match="confidence"):
         evd.auc_interval(clean, adv, confidence=1.5)
+
+
+# --------------------------------------------------------------------------------------
+# Carlini and Wagner's target-class density attack
+# --------------------------------------------------------------------------------------
+def test_target_class_density_is_the_density_of_the_given_class_and_tiles_for_eot():
+    model = tiny_cnn()
+    x_train, y_train = images(30, seed=2), torch.arange(30) % 10
+    kde = det.KernelDensity(model, x_train, y_train, bandwidth=1.2)
+    x, classes = images(3), torch.tensor([4, 0, 7])
+    score = det.TargetClassDensity(kde, classes)
+    with torch.no_grad():
+        assert torch.allclose(score(x), -kde.log_density(x, classes))
+        twice = score(torch.cat([x, x]))  # EOT's layout: the same images, draw after draw
+        assert torch.allclose(twice, torch.cat([score(x), score(x)]))
+        with pytest.raises(ValueError, match="target classes"):
+            score(x[:2])
+    combined = det.Combined([kde, Fixed()], det.LogisticCombination(2))
+    swapped = det._with_target_density(combined, classes)
+    assert isinstance(swapped.detectors[0], det.TargetClassDensity)
+    assert swapped.detectors[1] is combined.detectors[1] and swapped.combination is combined.combination
+    assert det.has_density(combined) and not det.has_density(Fixed())
+
+
+def test_target_class_density_attack_returns_examples_that_evade_or_the_clean_image():
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    x_train, y_train = images(40, seed=2), torch.arange(40) % 10
+    kde = det.KernelDensity(model, x_train, y_train, bandwidth=1.2)
+    x = images(10, seed=3)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        threshold = float(kde(x).max()) + 0.05  # no clean image flagged, a little room
+    joined = det.Detected(model, kde, threshold)
+    attack = det.target_class_density_attack(attacks.pgd, targets=2, steps=10)
+    x_adv = attack(joined, x, y, eps=0.3)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    moved = (x_adv != x).flatten(1).any(1)
+    assert moved.any(), "an attack at eps = 0.3 on an untrained network should fool some"
+    assert evd.evades(joined, x_adv[moved], y[moved]).all()  # kept only when fooled, undetected
+    with pytest.raises(TypeError, match="KernelDensity"):
+        attack(det.Detected(model, Fixed(), 0.5), x, y, eps=0.3)
+    with pytest.raises(ValueError, match="targets"):
+        det.target_class_density_attack(attacks.pgd, targets=0)

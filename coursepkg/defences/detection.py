@@ -453,3 +453,98 @@ def evading(attack: Callable, *, view: nn.Module | None = None, **fixed) -> Call
 
     evasion_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_evading"
     return evasion_attack
+
+
+# --------------------------------------------------------------------------------------
+# Carlini and Wagner (2017, section 6): the kernel density of the *target* class
+# --------------------------------------------------------------------------------------
+class TargetClassDensity(nn.Module):
+    """A :class:`KernelDensity` score taken for a fixed class per image:
+    ``-log KDE_t(phi(x))`` with ``t = classes[i]``, not the class the classifier predicts.
+
+    The detector's own score switches density whenever the prediction changes, a jump an
+    attack's gradient cannot see.  An attacker aiming at class ``t`` wants ``x`` classified
+    as ``t`` *and* dense among ``t``'s training features, and ``-log KDE_t`` is a smooth
+    loss for the second; once the classifier predicts ``t`` it is the detector's score.
+    """
+
+    def __init__(self, density: KernelDensity, classes: torch.Tensor):
+        super().__init__()
+        _check_module(density, "density")
+        self.density = density
+        self.training = density.training
+        self.register_buffer("classes", classes.detach().long())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.classes)
+        if n == 0 or len(x) % n:
+            raise ValueError(f"{len(x)} images for {n} target classes")
+        # EOT stacks its draws: rows k*n .. (k+1)*n - 1 are the n images again
+        return -self.density.log_density(x, classes=self.classes.repeat(len(x) // n))
+
+
+def _with_target_density(detector: nn.Module, classes: torch.Tensor) -> nn.Module:
+    """``detector`` with every :class:`KernelDensity` in it scored for ``classes``."""
+    if isinstance(detector, KernelDensity):
+        return TargetClassDensity(detector, classes)
+    if isinstance(detector, Combined):
+        return Combined([_with_target_density(d, classes) for d in detector.detectors],
+                        detector.combination)
+    return detector
+
+
+def has_density(detector: nn.Module) -> bool:
+    """Whether ``detector`` is, or combines, a :class:`KernelDensity`."""
+    if isinstance(detector, Combined):
+        return any(has_density(d) for d in detector.detectors)
+    return isinstance(detector, KernelDensity)
+
+
+def target_class_density_attack(attack: Callable, *, targets: int = 1, eot: int | None = None,
+                                **fixed) -> Callable:
+    """Carlini and Wagner's attack on the kernel density (2017, section 6), for a
+    :class:`Detected` model whose detector is or combines a :class:`KernelDensity`.
+
+    For each of the ``targets`` classes the classifier ranks highest after the true one, in
+    turn: ``attack`` (targeted, e.g. :func:`coursepkg.attacks.pgd`, with the ``fixed``
+    keyword arguments) runs on a copy of the joined model whose density is that of the
+    target class (:class:`TargetClassDensity`) -- through ``EOT`` of ``eot`` draws for a
+    random detector.  An image keeps the first example that the *real* joined model
+    classifies as neither its label nor "adversarial": fooled and undetected.
+    """
+    from ..adaptive import EOT
+
+    if not callable(attack):
+        raise TypeError("attack must be callable, e.g. coursepkg.attacks.pgd")
+    if isinstance(targets, bool) or int(targets) != targets or int(targets) < 1:
+        raise ValueError(f"targets must be a positive integer, got {targets!r}")
+
+    def target_density_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                              **kwargs) -> torch.Tensor:
+        if not isinstance(model, Detected) or not has_density(model.detector):
+            raise TypeError("the target-class density attack needs a Detected model with a "
+                            "KernelDensity detector (alone or in a Combined)")
+        with torch.no_grad():
+            logits = model.classifier(x).clone()
+        logits[torch.arange(len(y)), y] = float("-inf")
+        ranked = logits.argsort(1, descending=True)
+        best, done = x.detach().clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        adversarial = logits.shape[1]  # the joined model's last class
+        for rank in range(min(int(targets), ranked.shape[1] - 1)):
+            todo = (~done).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            t = ranked[todo, rank]
+            view = Detected(model.classifier, _with_target_density(model.detector, t),
+                            model.threshold, gain=model.gain)
+            seen = view if eot is None else EOT(view, int(eot))
+            adv = attack(seen, x[todo], y[todo], **{**fixed, **kwargs, "target": t})
+            with torch.no_grad():
+                answer = model(adv).argmax(1)
+            ok = (answer != y[todo]) & (answer != adversarial)
+            best[todo[ok]] = adv[ok].detach()
+            done[todo[ok]] = True
+        return best
+
+    target_density_attack.__name__ = f"{getattr(attack, '__name__', 'attack')}_target_density"
+    return target_density_attack

@@ -164,16 +164,25 @@ def is_random(detector) -> bool:
 def chapter_attacks(joined, *, eps: float, profile) -> dict:
     """The attacks chapter 6 aims at "fooled and undetected" on a joined model
     (:class:`~coursepkg.defences.detection.Detected`): the course's strongest attacks
-    (:func:`~coursepkg.evaluate.detection.detection_attacks`), and for a random detector
-    PGD through EOT of its dropout masks (Athalye et al. 2018, section 4.2).  Built here
+    (:func:`~coursepkg.evaluate.detection.detection_attacks`); for a random detector PGD
+    through EOT of its dropout masks (Athalye et al. 2018, section 4.2); and for a detector
+    that is or combines a kernel density, targeted PGD with the density of the target class
+    (:func:`~coursepkg.defences.detection.target_class_density_attack`, Carlini and Wagner
+    2017) on the ``apgd_targets`` likeliest wrong classes (the likeliest one, through EOT,
+    for a random detector).  Built here
     once, so that chapter 7's table asks the results store the chapter's question."""
     from ..adaptive import EOT
     from ..attacks import pgd
-    from ..defences.detection import evading
+    from ..defences.detection import evading, has_density, target_class_density_attack
     from ..evaluate.detection import detection_attacks
 
     found = detection_attacks(eps=eps, profile=profile)
-    if is_random(joined.detector):
+    random = is_random(joined.detector)
+    if random:
         found["PGD-EOT"] = evading(pgd, view=EOT(joined, profile.eot_samples),
                                    steps=profile.pgd_steps)
+    if has_density(joined.detector):  # the target class's density, C&W's smooth loss
+        found["PGD, target-class density"] = target_class_density_attack(
+            pgd, targets=1 if random else profile.apgd_targets, steps=profile.pgd_steps,
+            eot=profile.eot_samples if random else None)
     return found
