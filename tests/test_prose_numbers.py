@@ -33,6 +33,10 @@ ALLOWED: dict[str, dict[str, str]] = {
         "92.6%": "published: Feinman et al. 2017's ROC-AUC on MNIST (cited)",
         "85.5%": "published: the same on CIFAR-10, Feinman et al. 2017 (cited)",
     },
+    "03_purification": {
+        "9%": "published: PixelDefend under BPDA on CIFAR-10, Athalye et al. 2018 (cited)",
+        "0%": "published: Guo et al.'s transformations under BPDA, Athalye et al. 2018 (cited)",
+    },
     "08_beyond": {
         "86%": "published: IBP training's clean accuracy, Song, Shokri and Mittal 2019 (cited)",
         "78%": "published: IBP training under PGD, Song, Shokri and Mittal 2019 (cited)",
