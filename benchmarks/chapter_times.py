@@ -44,7 +44,8 @@ TIMES_FILE = HERE / "chapter_times.json"
 #: The settings the book names; others may be recorded too.
 DEFAULT_MACHINES = {"quick-cpu": "2-core CPU", "full-gpu": "GPU"}
 CACHE_STATES = ("cold", "warm")
-_RESULTS_ROW = re.compile(r"executing `(\d\d_\w+)`[^|]*\|\s*(\d+(?:\.\d+)?)\s*s\s*\|")
+_RESULTS_ROW = re.compile(r"executing `(\d\d_\w+)`[^|]*\|.*")
+_RESULTS_CELL = re.compile(r"\|\s*(\d+(?:\.\d+)?)\s*s\b")  # "| 83 s |", "| 83 s (why) |"
 _RESULTS_DATE = re.compile(r"[Mm]easured on (\d{4}-\d{2}-\d{2})")
 _RESULTS_SECTION = "## The book and the test suite (CI)"
 
@@ -109,16 +110,21 @@ def times_from_build(build_dir: Path) -> dict[str, float]:
 
 
 def times_from_results(results: Path) -> tuple[dict[str, float], str | None]:
-    """The per-chapter times of RESULTS.md's CI section, and the date it was measured on."""
+    """The per-chapter times of RESULTS.md's CI section (its newest, rightmost column), and the
+    date that column was measured on (the last "measured on" of the section)."""
     text = Path(results).read_text(encoding="utf-8")
     start = text.find(_RESULTS_SECTION)
     if start < 0:
         raise ValueError(f"{results}: no section {_RESULTS_SECTION!r}")
     end = text.find("\n## ", start + len(_RESULTS_SECTION))
     section = text[start:] if end < 0 else text[start:end]
-    seconds = {m.group(1): float(m.group(2)) for m in _RESULTS_ROW.finditer(section)}
-    date = _RESULTS_DATE.search(section)
-    return seconds, (date.group(1) if date else None)
+    seconds = {}  # the newest (rightmost) column of each chapter's row
+    for row in _RESULTS_ROW.finditer(section):
+        cells = _RESULTS_CELL.findall(row.group(0))
+        if cells:
+            seconds[row.group(1)] = float(cells[-1])
+    dates = _RESULTS_DATE.findall(section)  # the newest measurement is named last
+    return seconds, (dates[-1] if dates else None)
 
 
 def main(argv: list[str] | None = None) -> int:

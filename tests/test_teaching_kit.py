@@ -83,6 +83,19 @@ def test_times_from_results_reads_only_the_ci_section(tmp_path):
     assert date == "2026-11-29"
 
 
+def test_times_from_results_reads_the_newest_column_and_its_date(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "## The book and the test suite (CI)\n\nMeasured on 2026-11-29 in a fresh clone.\n\n"
+        "| step | 2026-11-29 | 2026-12-03 |\n|---|---|---|\n"
+        "| of which executing `01_threat_models` (trains) | 83 s | 117 s |\n"
+        "| of which executing `03_purification` | 221 s | 295 s (100 images) |\n\n"
+        "The newest column: measured on 2026-12-03 in a fresh clone.\n")
+    seconds, date = chapter_times.times_from_results(results)
+    assert seconds == {"01_threat_models": 117.0, "03_purification": 295.0}
+    assert date == "2026-12-03"
+
+
 def test_times_from_build_reads_myst_nb_exec_data(tmp_path):
     # The shape myst-nb leaves in the pickled Sphinx environment (env.nb_metadata).
     env = SimpleNamespace(nb_metadata={
